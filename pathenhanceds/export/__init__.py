@@ -1,0 +1,1 @@
+"""Export: parquet shards, dataset card, manifest."""

@@ -1,0 +1,19 @@
+"""Dataset licence from the sources' licences: the most restrictive wins (pure)."""
+
+from __future__ import annotations
+
+# Ordered from least to most restrictive; anything else makes the dataset licence "other".
+_ORDER = ["cc0-1.0", "mit", "apache-2.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "cc-by-nc-sa-4.0"]
+
+
+def dataset_license(licenses: list[str]) -> str:
+    ids = [lic.strip().lower() for lic in licenses]
+    if not ids:
+        return "other"
+    if any(i not in _ORDER for i in ids):
+        return "other"
+    return max(ids, key=_ORDER.index)
+
+
+def is_non_commercial(licenses: list[str]) -> bool:
+    return any("nc" in lic.lower().split("-") for lic in licenses)

@@ -1,0 +1,3 @@
+"""PathInsight models: model families, training, evaluation and publishing."""
+
+__version__ = "0.1.0"
