@@ -10,7 +10,7 @@ from typing import Any
 from .errors import InputError
 
 # Modules adding more `data` subcommands through `register_data_commands(sub)`.
-EXTRA_COMMAND_MODULES: list[str] = []
+EXTRA_COMMAND_MODULES: list[str] = ["pathenhanceds.filters.cli"]
 
 
 def _source_arg(text: str) -> tuple[str, str]:
@@ -18,6 +18,12 @@ def _source_arg(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
     name, path = text.split("=", 1)
     return name.strip(), path
+
+
+def default_num_proc() -> int:
+    import os
+
+    return max(1, min(len(os.sched_getaffinity(0)), 8))
 
 
 def register(subparsers: Any) -> None:
@@ -39,7 +45,8 @@ def register(subparsers: Any) -> None:
     build.add_argument("--recipe", default="default", choices=sorted(RECIPES))
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--output", required=True, type=Path)
-    build.add_argument("--num-proc", type=int, default=1, help="worker processes for image encoding")
+    build.add_argument("--num-proc", type=int, default=default_num_proc(),
+                       help="worker processes for image encoding (default: available cores, at most 8)")
     build.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     build.add_argument("--overwrite", action="store_true")
     for opt in OPTIONS.values():

@@ -250,3 +250,17 @@ def test_pathvqa_missing_image_skip(tmp_path):
         _records("pathvqa", tmp_path)
     _, recs, ctx = _records("pathvqa", tmp_path, on_error="skip")
     assert len(recs) == 1 and ctx.skipped[0]["record"] == "train[1]"
+
+
+def test_png_encoder_is_lossless_and_standard():
+    from pathenhanceds.images import encode_array
+
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1, 3), (7, 13, 3), (96, 96, 3)]:
+        array = rng.integers(0, 256, shape, dtype=np.uint8)
+        payload = encode_array(array)
+        decoded = Image.open(io.BytesIO(payload.data))
+        assert decoded.format == "PNG" and decoded.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(decoded), array)
+    with pytest.raises(RecordError, match="HxWx3 uint8"):
+        encode_array(np.zeros((4, 4), np.uint8))
