@@ -167,7 +167,7 @@ def build(
             "digest": digest.hexdigest(),
             "counts": counts,
             "files": sorted(files),
-            "inputs": {name: describe_inputs(src) for name, src in opened.items()},
+            "inputs": {name: {**describe_inputs(src), "stats": getattr(src, "stats", {})} for name, src in opened.items()},
             "skipped": skipped,
             "notes": ctx.notes,
             "warnings": ctx.warnings,

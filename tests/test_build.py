@@ -13,17 +13,18 @@ from pathenhanceds import PathEnhanceDS, build
 from pathenhanceds.schema import FEATURES, SPLITS
 from pathinsight_models.cli import main
 
-TASK_CONFIGS = ("captioning", "classification", "vqa")
+TASK_CONFIGS = ("captioning", "classification", "vqa", "conversation")
 
 
 def test_load_dataset_every_config(sample_build):
     out = str(sample_build.output)
     total = {s: 0 for s in SPLITS}
+    assert set(sample_build.counts) == set(TASK_CONFIGS)  # the sample covers every task
     for config in TASK_CONFIGS:
         ds = datasets.load_dataset(out, config)
-        assert set(ds) == set(SPLITS)
+        assert set(ds) == set(sample_build.counts[config])
         assert ds["train"].features == FEATURES
-        for split in SPLITS:
+        for split in ds:
             expected = sum(sample_build.counts[config][split].values())
             assert len(ds[split]) == expected
             total[split] += expected
@@ -39,10 +40,10 @@ def test_load_dataset_every_config(sample_build):
 def test_streaming_round_trip(sample_build):
     out = str(sample_build.output)
     for config in (*TASK_CONFIGS, "all"):
-        stream = datasets.load_dataset(out, config, split="test", streaming=True)
+        stream = datasets.load_dataset(out, config, split="validation", streaming=True)
         ids = [row["id"] for row in stream]
-        eager = datasets.load_dataset(out, config, split="test")
-        assert ids == eager["id"]
+        eager = datasets.load_dataset(out, config, split="validation")
+        assert ids == eager["id"] and ids
 
 
 def test_card_and_manifest(sample_build):

@@ -13,7 +13,7 @@ from .base import (
     resolve_options,
 )
 
-from . import crc, pathologist_level, pathvqa, pcam  # noqa: E402,F401  isort: skip
+from . import crc, llava_med, openpath, pathologist_level, pathvqa, pcam  # noqa: E402,F401  isort: skip
 
 describe_recipe(
     "default",

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from . import bladder, crc, pathvqa, pcam
+from . import bladder, crc, llava_med, openpath, pathvqa, pcam
 
 MARKER = "SYNTHETIC.md"
 _MARKER_TEXT = (
@@ -35,9 +35,12 @@ class SampleSizes:
     bladder_test: int = 10
     pathvqa_images: tuple[int, int, int] = (8, 3, 4)
     textbook_images: int = 6
+    llava_med_papers: int = 24
+    openpath_tweets: int = 40
 
 
-WRITERS = {"pcam": pcam.write, "crc": crc.write, "pathologist_level": bladder.write, "pathvqa": pathvqa.write}
+WRITERS = {"pcam": pcam.write, "crc": crc.write, "pathologist_level": bladder.write, "pathvqa": pathvqa.write,
+           "llava_med": llava_med.write, "openpath": openpath.write}
 
 
 def _rng(seed: int, name: str) -> np.random.Generator:
