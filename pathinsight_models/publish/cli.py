@@ -1,0 +1,55 @@
+"""`pathinsight push ...`: publish built artefacts to the Hugging Face Hub.
+
+Each subcommand is one entry of `SUBCOMMANDS` (name -> function adding its parser), so `push model`
+and friends plug in without touching the others. The token comes from `hf auth login` or `HF_TOKEN`,
+never from the command line (it would end up in shell history).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def _add_dataset(sub: Any) -> None:
+    p = sub.add_parser(
+        "dataset",
+        help="upload a built PathEnhanceDS folder to a Hub dataset repo (one commit)",
+        description="Validate OUT (README.md with configs, data/<config>/<split>-*.parquet, manifest.json) "
+        "and upload it to the dataset repo REPO_ID in a single commit.",
+    )
+    p.add_argument("out", type=Path, metavar="OUT", help="the --output folder of `pathinsight data build`")
+    p.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="target dataset repo")
+    p.add_argument("--private", action="store_true", help="create the repo private (or make it private)")
+    p.add_argument("--revision", metavar="BRANCH", help="push to this branch (created from main if missing)")
+    p.add_argument("--commit-message", help="defaults to 'Upload PathEnhanceDS (<n> shards, <digest>)'")
+    p.set_defaults(func=cmd_push_dataset)
+
+
+def cmd_push_dataset(args: argparse.Namespace) -> int:
+    from .dataset import push_dataset
+
+    commit = push_dataset(
+        args.out,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+    )
+    print(f"pushed {args.out} to dataset {args.repo_id}: {commit}")
+    return 0
+
+
+# subcommand name -> function(subparsers) adding it
+SUBCOMMANDS: dict[str, Callable[[Any], None]] = {
+    "dataset": _add_dataset,
+}
+
+
+def register(subparsers: Any) -> None:
+    push = subparsers.add_parser("push", help="publish datasets and models to the Hugging Face Hub")
+    sub = push.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in SUBCOMMANDS.values():
+        add(sub)
