@@ -10,7 +10,7 @@ from typing import Any
 from .errors import InputError
 
 # Modules adding more `data` subcommands through `register_data_commands(sub)`.
-EXTRA_COMMAND_MODULES: list[str] = ["pathenhanceds.filters.cli"]
+EXTRA_COMMAND_MODULES: list[str] = ["pathenhanceds.filters.cli", "pathenhanceds.export.formats_cli"]
 
 
 def _source_arg(text: str) -> tuple[str, str]:
@@ -49,6 +49,11 @@ def register(subparsers: Any) -> None:
                        help="worker processes for image encoding (default: available cores, at most 8)")
     build.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     build.add_argument("--overwrite", action="store_true")
+    build.add_argument("--scores", type=Path, help="image scores from `pathinsight data score` (paper filters)")
+    build.add_argument("--dedup-against", type=Path, action="append", default=[], metavar="PATH",
+                       help="benchmark images (folder or parquet) no train row may duplicate (repeat)")
+    build.add_argument("--near-dup-threshold", type=int, default=None, metavar="BITS",
+                       help="also drop near duplicates within this phash distance (0-64; default: exact only)")
     for opt in OPTIONS.values():
         build.add_argument(f"--{opt.name.replace('_', '-')}", dest=f"opt_{opt.name}", type=type(opt.default),
                            default=None, help=f"{opt.help} (default {opt.default})")
@@ -82,11 +87,15 @@ def cmd_build(args: argparse.Namespace) -> int:
         sources[name] = path
     options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
     result = build(sources, args.output, recipe=args.recipe, seed=args.seed, options=options,
-                   num_proc=args.num_proc, on_error=args.on_error, overwrite=args.overwrite)
+                   num_proc=args.num_proc, on_error=args.on_error, overwrite=args.overwrite,
+                   scores=args.scores, dedup_against=args.dedup_against, near_dup_threshold=args.near_dup_threshold)
     print(format_counts(result.counts))
     print(f"\nwrote {result.output} (digest {result.digest[:16]}…)")
     for warning in result.manifest["warnings"]:
         print(f"warning: {warning}")
+    removed = result.manifest["dedup"]["rows_removed_total"]
+    if removed:
+        print(f"removed {removed} train row(s) duplicating held-out images; see the card's dedup section")
     if result.manifest["skipped"]:
         print(f"skipped {len(result.manifest['skipped'])} bad record(s); see manifest.json")
     return 0

@@ -113,7 +113,7 @@ def write_pvqa(root: Path, splits: dict[str, list[tuple[str, str, str]]]) -> Pat
         (pvqa / "images" / split).mkdir(parents=True, exist_ok=True)
         for image, _, _ in qas:
             n = int(image.split("_")[-1])
-            pixel = np.array([n % 256, {"train": 10, "val": 20, "test": 30}[split], 5], np.uint8)
+            pixel = np.array([(n * 37) % 256, {"train": 10, "val": 90, "test": 170}[split], 5], np.uint8)
             (pvqa / "images" / split / f"{image}.jpg").write_bytes(jpeg_bytes(np.broadcast_to(pixel, (16, 16, 3)).copy()))
         with open(pvqa / "qas" / split / f"{split}_qa.pkl", "wb") as f:
             pickle.dump([{"image": i, "question": q, "answer": a} for i, q, a in qas], f)

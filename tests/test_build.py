@@ -151,3 +151,16 @@ def test_on_error_skip_lists_bad_records(tmp_path):
     assert result.counts["classification"]["train"]["crc"] == 5
     card = (result.output / "README.md").read_text()
     assert "2 record(s) were skipped" in card and "MUS-CRC0001" in card
+
+
+def test_two_builds_in_same_named_folders_do_not_share_load_dataset_cache(sample_sources, sample_build, tmp_path):
+    """datasets keys its cache on the folder name; our card's dataset_info makes the key content-dependent."""
+    small = build({"pcam": sample_sources["pcam"]}, tmp_path / sample_build.output.name,
+                  options={"pcam_train_size": 10})
+    assert small.output.name == sample_build.output.name
+    ds = datasets.load_dataset(str(small.output), "classification", split="train")
+    assert len(ds) == 10
+    big = datasets.load_dataset(str(sample_build.output), "classification", split="train")
+    assert len(big) == sum(sample_build.counts["classification"]["train"].values())
+    info = yaml.safe_load((small.output / "README.md").read_text().split("---")[1])["dataset_info"]
+    assert {i["config_name"] for i in info} == {"all", "classification"}

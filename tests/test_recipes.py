@@ -167,15 +167,71 @@ def test_pathvqa_paper_uses_textbook(tmp_path):
         build({"pathvqa": root}, tmp_path / "out2")
 
 
-def test_leakage_default_fails_paper_records(tmp_path):
+def test_duplicate_across_splits_removed_from_train_and_reported(tmp_path):
     # the same image in the official train and test splits
-    root = write_pvqa(tmp_path / "pvqa", {"train": [("train_0001", "q", "yes")], "test": [("test_0001", "q", "no")]})
+    root = write_pvqa(tmp_path / "pvqa", {"train": [("train_0001", "q", "yes"), ("train_0002", "q", "no")],
+                                          "test": [("test_0001", "q", "no")]})
     (root / "pvqa/images/test/test_0001.jpg").write_bytes((root / "pvqa/images/train/train_0001.jpg").read_bytes())
-    with pytest.raises(InputError, match="1 image\\(s\\) of validation/test also appear in train") as err:
-        build({"pathvqa": root}, tmp_path / "out")
-    assert "pathvqa/train/000000" in str(err.value)
-    assert not (tmp_path / "out").exists()
-    assert not list(tmp_path.glob(".out.tmp-*"))
+    result = build({"pathvqa": root}, tmp_path / "out")
+    assert [r["id"] for r in rows_of(result.output, "vqa", "train")] == ["pathvqa/train/000001"]
+    dedup = result.manifest["dedup"]
+    assert dedup["rows_removed_total"] == 1 and dedup["exact_groups_across_splits"] == 1
+    assert dedup["removed"] == [{"id": "pathvqa/train/000000",
+                                 "reason": "exact duplicate of test image pathvqa/test/000000 (pathvqa)"}]
+    assert result.manifest["split_overlap"] == []
+    assert "pathvqa/train/000000" in (result.output / "README.md").read_text()
+
+
+def test_image_planted_in_two_sources_is_removed_from_train(tmp_path):
+    """A CRC test image reused as a bladder train image: cross-source leakage."""
+    crc = write_crc(tmp_path / "crc", "CRC-VAL-HE-7K", {"ADI": 2})
+    write_crc(crc, "NCT-CRC-HE-100K", {"ADI": 20})
+    bladder = _bladder(tmp_path)
+    from pathenhanceds.images import payload_from_file
+
+    test_png = payload_from_file(crc / "CRC-VAL-HE-7K" / "ADI" / "ADI-CRC0001.tif").data
+    (bladder / "Report" / "Images" / "tr_1.png").write_bytes(test_png)  # tr_1 has label 1: 4 train/val rows
+    result = build({"crc": crc, "pathologist_level": bladder}, tmp_path / "out",
+                   options={"bladder_validation_fraction": 0.0})
+    removed = result.manifest["dedup"]["removed"]
+    assert [r["id"] for r in removed] == [f"pathologist_level/tr_1/{k}" for k in range(1, 5)]
+    assert all("test image crc/CRC-VAL-HE-7K/ADI-CRC0001 (crc)" in r["reason"] for r in removed)
+    assert result.manifest["dedup"]["rows_removed"] == {"pathologist_level": {"train": 4}}
+    train_ids = {r["id"] for r in rows_of(result.output, "captioning", "train")}
+    assert not any(i.startswith("pathologist_level/tr_1/") for i in train_ids)
+
+
+def test_dedup_against_external_benchmark_and_near_threshold(tmp_path):
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from pathenhanceds.sample.textures import texture
+
+    crc = tmp_path / "crc"
+    rng = np.random.default_rng(0)
+    for code in ("ADI", "TUM"):
+        (crc / "CRC-VAL-HE-7K" / code).mkdir(parents=True)
+        for k in range(3):  # textured, so perceptual hashes differ between images
+            PILImage.fromarray(texture(("ADI", "MUS", "LYM")[k] if code == "ADI" else ("TUM", "MUC", "NORM")[k],
+                                       64, rng)).save(crc / "CRC-VAL-HE-7K" / code / f"{code}-CRC{k:04d}.tif")
+    bench = tmp_path / "bench"
+    bench.mkdir()
+
+    # exact copy of one CRC image (as TIFF), and a slightly changed copy of another (near duplicate)
+    (bench / "a.tif").write_bytes((crc / "CRC-VAL-HE-7K" / "ADI" / "ADI-CRC0000.tif").read_bytes())
+    near = np.asarray(PILImage.open(crc / "CRC-VAL-HE-7K" / "TUM" / "TUM-CRC0001.tif")).copy()
+    near[0, 0] = near[0, 0] + 1
+    PILImage.fromarray(near).save(bench / "b.png")
+    exact_only = build({"crc": crc}, tmp_path / "o1", recipe="paper", dedup_against=[bench])
+    assert [r["id"] for r in exact_only.manifest["dedup"]["removed"]] == ["crc/CRC-VAL-HE-7K/ADI-CRC0000"]
+    assert exact_only.manifest["dedup"]["reference_images"] == 2
+    with_near = build({"crc": crc}, tmp_path / "o2", recipe="paper", dedup_against=[bench], near_dup_threshold=2)
+    removed = {r["id"]: r["reason"] for r in with_near.manifest["dedup"]["removed"]}
+    assert set(removed) == {"crc/CRC-VAL-HE-7K/ADI-CRC0000", "crc/CRC-VAL-HE-7K/TUM-CRC0001"}
+    assert removed["crc/CRC-VAL-HE-7K/TUM-CRC0001"].startswith("near duplicate (phash distance")
+    with pytest.raises(InputError, match="threshold must be an integer from 0 to 64"):
+        build({"crc": crc}, tmp_path / "o3", near_dup_threshold=65)
+    assert not (tmp_path / "o3").exists()
 
 
 def test_same_seed_same_digest_other_seed_differs(sample_sources, tmp_path):
@@ -185,3 +241,36 @@ def test_same_seed_same_digest_other_seed_differs(sample_sources, tmp_path):
     assert a.digest == b.digest
     assert a.digest != c.digest
     assert a.manifest["counts"] == b.manifest["counts"]
+
+
+class _DarkFractionScorer:
+    """A rule-based scorer implementing the `Scorer` protocol: share of dark pixels as P(H&E)."""
+
+    model_id = "rule:dark-fraction"
+    prompts = ("dark", "light")
+
+    def score(self, images, texts=None):
+        import numpy as np
+
+        return [float((np.asarray(im.convert("L")) < 128).mean()) for im in images]
+
+
+def test_paper_recipe_applies_scores_file_to_textbook(sample_sources, tmp_path):
+    from pathenhanceds.filters import score_sources, write_scores
+    from pathenhanceds.sources import get_source
+
+    source = get_source("pathvqa")(sample_sources["pathvqa"])
+    values = sorted(r.p_he for r in score_sources({"pathvqa": source}, he=_DarkFractionScorer(),
+                                                   subsets={"textbook"}).table.rows)
+    threshold = values[len(values) // 2 - 1]  # between the values, so the filter splits the images
+    run = score_sources({"pathvqa": source}, he=_DarkFractionScorer(), subsets={"textbook"}, threshold=threshold)
+    scores = write_scores(run.table, tmp_path / "scores.parquet")
+    without = build({"pathvqa": sample_sources["pathvqa"]}, tmp_path / "a", recipe="paper")
+    with_scores = build({"pathvqa": sample_sources["pathvqa"]}, tmp_path / "b", recipe="paper", scores=scores)
+    kept = {r.record_id for r in run.table.rows if r.p_he > threshold}
+    assert 0 < len(kept) < without.counts["vqa"]["train"]["pathvqa"]
+    ids = {r["id"] for r in rows_of(with_scores.output, "vqa", "train")}
+    assert ids == {f"pathvqa/{k}" for k in kept}
+    assert with_scores.manifest["scores"]["model"] == "rule:dark-fraction"
+    assert any("H&E filter" in n for n in with_scores.manifest["notes"])
+    assert any("no --scores file" in w for w in without.manifest["warnings"])

@@ -32,6 +32,35 @@ def configs_yaml(present: dict[str, list[str]]) -> list[dict[str, Any]]:
     return configs
 
 
+def dataset_info_yaml(counts: dict[str, dict[str, dict[str, int]]], file_sizes: dict[str, int]) -> list[dict[str, Any]]:
+    """`dataset_info:` per config (features, split sizes, bytes).
+
+    Besides documenting the build, it makes `load_dataset`'s cache key depend on the content:
+    without it two builds in folders of the same name share one cache entry.
+    """
+    import datasets
+
+    from ..schema import FEATURES
+
+    def split_bytes(config: str, split: str) -> int:
+        prefix = "data/" if config == "all" else f"data/{config}/"
+        return sum(size for path, size in file_sizes.items()
+                   if path.startswith(prefix) and path.rsplit("/", 1)[1].startswith(f"{split}-"))
+
+    infos = []
+    for config in ("all", *[t for t in TASKS if t in counts]):
+        splits = datasets.SplitDict()
+        for split in SPLITS:
+            n = sum(sum(counts[c].get(split, {}).values()) for c in counts if config in ("all", c))
+            if n:
+                splits.add(datasets.SplitInfo(name=split, num_bytes=split_bytes(config, split), num_examples=n))
+        size = sum(s.num_bytes for s in splits.values())
+        info = datasets.DatasetInfo(features=FEATURES, splits=splits, download_size=size, dataset_size=size,
+                                    config_name=config)
+        infos.append(info._to_yaml_dict())
+    return infos
+
+
 def size_category(n: int) -> str:
     for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
         if n < limit:
@@ -52,6 +81,7 @@ def render_card(context: dict[str, Any]) -> str:
         + (["synthetic"] if context.get("synthetic") else []),
         "size_categories": [size_category(total_rows)],
         "configs": configs_yaml(present),
+        "dataset_info": dataset_info_yaml(counts, context["file_sizes"]),
     }
     count_rows = []
     for cfg in [c for c in CONFIGS if c in counts]:

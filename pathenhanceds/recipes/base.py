@@ -66,6 +66,7 @@ class PlanInput:
     seed: int
     ctx: BuildContext
     other_sources: Sequence[str] = field(default_factory=tuple)
+    scores: Any = None  # a `filters.ScoreTable` from `--scores`, or None
 
     def rng(self, *salt: str) -> np.random.Generator:
         """A generator that depends only on the seed and the salt, never on call order."""

@@ -68,6 +68,8 @@ def top_k_by_similarity(p: PlanInput, records: list[SourceRecord]) -> list[Sourc
     k = int(p.options.get("openpath_top_k") or 0)
     if k <= 0:
         return records
+    if p.scores is not None:
+        return _top_k_from_scores(p, records, k)
     scored = [r for r in records if isinstance(r.fields.get("similarity"), int | float)]
     if not scored:
         p.ctx.note(f"openpath: no 'similarity' scores, so the paper's top-{k} selection was not applied")
@@ -78,6 +80,18 @@ def top_k_by_similarity(p: PlanInput, records: list[SourceRecord]) -> list[Sourc
     best = sorted(scored, key=lambda r: (-r.fields["similarity"], order[id(r)]))[:k]
     p.ctx.note(f"openpath: kept the top {len(best)} of {len(scored)} tweets by image-text similarity")
     return sorted(best, key=lambda r: order[id(r)])
+
+
+def _top_k_from_scores(p: PlanInput, records: list[SourceRecord], k: int) -> list[SourceRecord]:
+    """`--scores`: top K by BiomedCLIP image-text similarity, then the H&E filter (the paper's
+    "H&E emphasised"; its exact rule is unpublished)."""
+    from ..filters import select_he, select_top_k
+
+    top = select_top_k(records, p.scores, k, by="similarity", missing="drop")
+    he = select_he(top.kept, p.scores, missing="drop")
+    p.ctx.note(f"openpath: top-{k} by image-text similarity kept {len(top.kept)} of {len(records)} tweets "
+               f"({len(top.missing)} unscored); the H&E filter ({he.rule}) kept {len(he.kept)}")
+    return he.kept
 
 
 @planner("default", "openpath")

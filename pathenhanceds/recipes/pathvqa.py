@@ -33,9 +33,20 @@ def plan_default(p: PlanInput) -> list[RowPlan]:
 
 @planner("paper", "pathvqa")
 def plan_paper(p: PlanInput) -> list[RowPlan]:
-    """The textbook subset the paper filtered (H&E filtering needs image scores, see `--scores`)."""
-    rows = [_row(r, "train") for r in p.records if r.subset == "textbook"]
-    if not rows:
+    """The textbook subset, kept where BiomedCLIP's P(H&E) > 0.98 (scores from `--scores`)."""
+    records = [r for r in p.records if r.subset == "textbook"]
+    if not records:
         raise InputError("the paper recipe uses the PathVQA textbook subset (QA_pairs_vb.json), not found",
                          file=p.source.path, fix="download data/QA_pairs_vb.json and textbook_of_pathology_image.zip")
-    return rows
+    if p.scores is None:
+        p.ctx.warn("pathvqa: no --scores file, so the paper's BiomedCLIP H&E filter was not applied to the textbook "
+                   "subset (run `pathinsight data score` first)")
+    else:
+        from ..filters import select_he
+
+        selection = select_he(records, p.scores)
+        images = len({r.fields["image_id"] for r in selection.kept})
+        p.ctx.note(f"pathvqa: H&E filter ({selection.rule}) kept {len(selection.kept)} of {len(records)} QA pairs "
+                   f"from {images} images (paper: 1,046 QA from 169 images)")
+        records = selection.kept
+    return [_row(r, "train") for r in records]
