@@ -18,6 +18,11 @@ GROUPS: dict[str, str] = {
     "demo": "pathinsight_models.demo",
     "train": "pathinsight_models.training.cli",
     "models": "pathinsight_models.training.models_cli",
+    "eval": "pathinsight_models.evaluation.cli",
+    "push": "pathinsight_models.publish.cli",
+    "submit": "pathinsight_models.leaderboard.submit_cli",
+    "leaderboard": "pathinsight_models.leaderboard.cli",
+    "chat": "pathinsight_models.chat",
 }
 
 

@@ -1,0 +1,27 @@
+"""Supervised fine-tuning of native `transformers` VLMs with TRL `SFTTrainer` + PEFT.
+
+Public API (imported lazily so `import pathinsight_models.training` stays cheap):
+`train(recipe, **overrides) -> Path`, `load_recipe(...)`, `Recipe`, `merge_adapter(adapter_dir, out_dir)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "train": "pathinsight_models.training.trainer",
+    "load_recipe": "pathinsight_models.training.recipe",
+    "Recipe": "pathinsight_models.training.recipe",
+    "RecipeArguments": "pathinsight_models.training.recipe",
+    "merge_adapter": "pathinsight_models.training.export",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

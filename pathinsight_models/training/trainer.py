@@ -1,0 +1,364 @@
+"""Wiring: recipe -> model, processor, data, PEFT -> TRL `SFTTrainer` -> output directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pathenhanceds.errors import InputError
+from pathinsight_models.families import Family, detect_family, get_family
+from pathinsight_models.training.recipe import Recipe, RecipeArguments, load_recipe
+
+logger = logging.getLogger("pathinsight.training")
+
+
+def train(
+    recipe: str | Path | Mapping[str, Any] | Recipe | None = None,
+    *,
+    callbacks: Sequence[Any] | None = None,
+    cli_args: Sequence[str] = (),
+    **overrides: Any,
+) -> Path:
+    """Fine-tune a VLM as the recipe says and return its output directory.
+
+    `recipe` is a YAML path, a mapping of recipe fields or a `Recipe`; keyword `overrides` and
+    `cli_args` (`["--learning_rate", "1e-5"]`) win over it. `callbacks` are extra
+    `transformers.TrainerCallback`s (e.g. task metrics during training).
+    """
+    resolved = recipe if isinstance(recipe, Recipe) and not overrides and not cli_args else load_recipe(
+        recipe, overrides, cli_args
+    )
+    return run(resolved, callbacks=callbacks)
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def resolve_family(args: RecipeArguments, trust: bool = False) -> Family:
+    """Family from the recipe or the model config; refuses remote code unless the recipe allows it."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(args.model_name_or_path, revision=args.model_revision,
+                                            trust_remote_code=trust)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc) and not trust:
+            raise InputError(
+                f"{args.model_name_or_path} needs custom code from its repository (trust_remote_code)",
+                fix="use a native transformers VLM (Qwen2/2.5-VL and InternVL-hf stand in for remote-code "
+                "models), or set `trust_remote_code: true` in the recipe if you trust that code",
+            ) from exc
+        raise InputError(f"cannot read the model config: {exc}", file=args.model_name_or_path) from exc
+    except OSError as exc:
+        raise InputError(f"cannot find the model: {exc}", file=args.model_name_or_path,
+                         fix="check model_name_or_path (a local directory or a Hub id)") from exc
+    return get_family(args.family) if args.family else detect_family(config)
+
+
+def load_processor(args: RecipeArguments, family: Family, trust_remote_code: bool) -> Any:
+    from transformers import AutoProcessor
+
+    settings = args.processor_kwargs
+    if settings == "family":
+        settings = dict(family.processor_settings)
+    settings = dict(settings or {})
+    processor = AutoProcessor.from_pretrained(
+        args.model_name_or_path, revision=args.model_revision, trust_remote_code=trust_remote_code, **settings
+    )
+    image_processor = getattr(processor, "image_processor", None)
+    unknown = [k for k in settings if not (hasattr(image_processor, k) or hasattr(processor, k))]
+    if unknown:
+        raise InputError(f"processor_kwargs not understood by {type(processor).__name__}: {unknown}",
+                         fix="use attributes of the model's image processor (see preprocessor_config.json)")
+    tokenizer = processor.tokenizer
+    if tokenizer.pad_token is None:  # padding a batch needs one; eos is the usual stand-in
+        tokenizer.pad_token = tokenizer.eos_token
+    return processor
+
+
+def training_chat_template(processor: Any, family: Family) -> str:
+    """A template with `{% generation %}` markers whose masks include each turn's end-of-turn token.
+
+    Candidates, in order: the checkpoint's own template if it has markers; TRL's training version of
+    a known original template; the family's template. The first whose end-of-turn token is learned
+    wins (llava-hf's template, for one, marks the answer but not `</s>`, so a model trained on it
+    never learns to stop). Switching away from the checkpoint's template is logged.
+    """
+    from trl.chat_template_utils import (
+        get_training_chat_template,
+        has_generation_markers,
+        is_chat_template_stop_token_trained,
+    )
+
+    current = processor.chat_template
+    if isinstance(current, dict):
+        current = current.get("default")
+    candidates: list[tuple[str, str]] = []
+    if current and has_generation_markers(current):
+        candidates.append(("the model's own", current))
+    elif current:
+        try:
+            patched = get_training_chat_template(processor)
+        except ValueError:
+            patched = None
+        if patched:
+            candidates.append(("TRL's training version of the model's", patched))
+    fallback = f"the {family.name} family"
+    candidates.append((fallback, family.chat_template))
+    for label, template in candidates:
+        if is_chat_template_stop_token_trained(processor, chat_template=template):
+            if label == fallback:
+                logger.warning("training with %s chat template (saved with the outputs)", label)
+            return template
+    logger.warning("no chat template trains the end-of-turn token; the model may not learn to stop")
+    return candidates[0][1]
+
+
+def resolve_dtype(args: RecipeArguments, sft: Any) -> Any:
+    import torch
+
+    if args.dtype != "auto":
+        try:
+            return getattr(torch, args.dtype)
+        except AttributeError:
+            raise InputError(f"unknown dtype {args.dtype!r}", fix="auto, bfloat16, float16 or float32") from None
+    if args.uses_lora and sft.bf16:
+        return torch.bfloat16  # frozen base weights need no fp32 master copy
+    if args.uses_lora and sft.fp16:
+        return torch.float16
+    return torch.float32  # full fine-tuning keeps fp32 master weights; bf16/fp16 is autocast
+
+
+def load_model(args: RecipeArguments, sft: Any, family: Family, trust_remote_code: bool) -> Any:
+    from transformers import AutoModelForImageTextToText
+
+    kwargs: dict[str, Any] = {
+        "dtype": resolve_dtype(args, sft),
+        "revision": args.model_revision,
+        "trust_remote_code": trust_remote_code,
+    }
+    if args.attn_implementation:
+        kwargs["attn_implementation"] = args.attn_implementation
+    if args.method == "qlora":
+        kwargs.update(qlora_kwargs(args, sft, family))
+    model = AutoModelForImageTextToText.from_pretrained(args.model_name_or_path, **kwargs)
+    if args.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=bool(sft.gradient_checkpointing),
+            gradient_checkpointing_kwargs=sft.gradient_checkpointing_kwargs,
+        )
+    return model
+
+
+def qlora_kwargs(args: RecipeArguments, sft: Any, family: Family) -> dict[str, Any]:
+    """4-bit NF4 base weights (QLoRA); the projector and lm_head stay in full precision."""
+    import importlib.util
+
+    import torch
+    from accelerate import PartialState
+    from transformers import BitsAndBytesConfig
+
+    if not torch.cuda.is_available():
+        raise InputError("QLoRA needs a CUDA GPU (bitsandbytes 4-bit kernels); none is visible",
+                         fix="use method: lora (or full) on this machine, or run on a GPU")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise InputError("QLoRA needs the bitsandbytes package", fix="pip install bitsandbytes")
+    compute = torch.bfloat16 if sft.bf16 else torch.float16
+    return {
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=args.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=args.use_bnb_nested_quant,
+            bnb_4bit_compute_dtype=compute,
+            bnb_4bit_quant_storage=compute,
+            llm_int8_skip_modules=["lm_head", *family.projector],
+        ),
+        "device_map": {"": PartialState().local_process_index},
+    }
+
+
+def load_data(recipe: Recipe, processor: Any, chat_template: str) -> tuple[Any, Any, dict[str, Any]]:
+    from pathinsight_models.training.data import filter_overlong, load_split
+
+    args = recipe.args
+    train_ds = load_split(args.dataset_name, args.dataset_config, args.dataset_train_split)
+    if args.max_train_samples is not None:
+        train_ds = train_ds.select(range(min(args.max_train_samples, len(train_ds))))
+    train_total = len(train_ds)
+    train_ds, dropped_train = filter_overlong(train_ds, processor, chat_template, recipe.max_length, "train")
+    report: dict[str, Any] = {
+        "max_length": recipe.max_length,
+        "train": {"total": train_total, "kept": len(train_ds), "dropped": len(dropped_train),
+                  "dropped_examples": dropped_train},
+    }
+    eval_ds = None
+    if args.dataset_test_split:
+        eval_ds = load_split(args.dataset_name, args.dataset_config, args.dataset_test_split)
+        eval_total = len(eval_ds)
+        eval_ds, dropped_eval = filter_overlong(eval_ds, processor, chat_template, recipe.max_length, "eval")
+        report["eval"] = {"total": eval_total, "kept": len(eval_ds), "dropped": len(dropped_eval),
+                          "dropped_examples": dropped_eval}
+    return train_ds, eval_ds, report
+
+
+# ------------------------------------------------------------------------------------------ trainer
+
+
+def _trainer_class() -> type:
+    from trl import SFTTrainer
+
+    from pathinsight_models.training.params import param_groups
+
+    class PathInsightSFTTrainer(SFTTrainer):
+        """`SFTTrainer` whose optimizer has one parameter group per component (own learning rate)."""
+
+        def __init__(self, *args: Any, family: Family, component_lrs: dict[str, float], **kwargs: Any):
+            self._family = family
+            self._component_lrs = component_lrs
+            super().__init__(*args, **kwargs)
+
+        def create_optimizer(self, model: Any = None) -> Any:
+            if self.optimizer is None:
+                opt_model = self.model if model is None else model
+                decay = set(self.get_decay_parameter_names(opt_model))
+                groups = param_groups(opt_model, self._family, self._component_lrs, self.args.weight_decay, decay)
+                optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+                self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+            return self.optimizer
+
+        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+            # transformers logs only the first group's rate; add each component's.
+            if "learning_rate" in logs and self.optimizer is not None:
+                for group in self.optimizer.param_groups:
+                    if "name" in group:
+                        logs[f"learning_rate/{group['name']}"] = group["lr"]
+            super().log(logs, *args, **kwargs)
+
+    return PathInsightSFTTrainer
+
+
+def run(recipe: Recipe, callbacks: Sequence[Any] | None = None) -> Path:
+    """Run a resolved recipe; see `train`."""
+    import torch
+    from transformers import set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from pathinsight_models.training.collator import VisionChatCollator
+    from pathinsight_models.training.params import (
+        build_lora_config,
+        component_lrs,
+        freeze_for_full,
+        trainable_summary,
+    )
+
+    args, sft = recipe.args, recipe.sft
+    trust = bool(sft.trust_remote_code)
+    out = Path(sft.output_dir)
+    last_checkpoint = None
+    if args.resume:
+        last_checkpoint = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if last_checkpoint is None:
+            raise InputError("--resume but output_dir has no checkpoint-* directory", file=out,
+                             fix="drop --resume to start fresh, or point output_dir at the interrupted run")
+    if args.method == "qlora" and not torch.cuda.is_available():
+        raise InputError("QLoRA needs a CUDA GPU (bitsandbytes 4-bit kernels); none is visible",
+                         fix="use method: lora (or full) on this machine, or run on a GPU")
+
+    started = time.time()
+    set_seed(sft.seed)
+    family = resolve_family(args, trust)
+    processor = load_processor(args, family, trust)
+    chat_template = training_chat_template(processor, family)
+    processor.chat_template = chat_template  # saved with the outputs; renders like the original
+    train_ds, eval_ds, data_report = load_data(recipe, processor, chat_template)
+
+    model = load_model(args, sft, family, trust)
+    peft_config = None
+    if args.uses_lora:
+        peft_config = build_lora_config(model, family, args)
+    else:
+        freeze_for_full(model, family, args)
+    collator = VisionChatCollator(
+        processor=processor,
+        chat_template=chat_template,
+        assistant_only_loss=sft.assistant_only_loss,
+        pad_to_multiple_of=sft.pad_to_multiple_of,
+    )
+    trainer = _trainer_class()(
+        model=model,
+        args=sft,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=processor,
+        data_collator=collator,
+        peft_config=peft_config,
+        callbacks=list(callbacks or []),
+        family=family,
+        component_lrs=component_lrs(args, sft.learning_rate),
+    )
+    if args.eval_tasks:
+        from pathinsight_models.evaluation.callback import TaskMetricsCallback
+
+        # First in line, so reporting integrations (TensorBoard, W&B) see the task metrics too.
+        trainer.callback_handler.callbacks.insert(0, TaskMetricsCallback(
+            args.eval_tasks, args.dataset_name, processor, every_n_steps=args.eval_tasks_steps,
+            limit=args.eval_tasks_limit, split=args.eval_tasks_split, seed=sft.seed,
+        ))
+    summary = trainable_summary(trainer.model, family)
+    for component, counts in summary.items():
+        logger.info("%-15s trainable %d / %d parameters", component, counts["trainable"], counts["total"])
+
+    result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    trainer.save_model(str(out))  # adapter (+ modules_to_save) or full weights, safetensors; processor
+    if trainer.is_world_process_zero():
+        _write_outputs(recipe, trainer, processor, out, family, summary, data_report, result, started)
+    trainer.accelerator.wait_for_everyone()
+    return out
+
+
+def _write_outputs(
+    recipe: Recipe,
+    trainer: Any,
+    processor: Any,
+    out: Path,
+    family: Family,
+    summary: dict[str, Any],
+    data_report: dict[str, Any],
+    result: Any,
+    started: float,
+) -> None:
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    from pathinsight_models.training.export import plot_loss, write_metrics
+
+    processor.save_pretrained(str(out))
+    recipe.save(out / "recipe.yaml")
+    trainer.save_state()
+    trainer.save_metrics("train", result.metrics)
+    write_metrics(trainer.state.log_history, out)
+    plot_loss(trainer.state.log_history, out)
+    (out / "data_report.json").write_text(json.dumps(data_report, indent=2), encoding="utf-8")
+    info = {
+        "family": family.name,
+        "method": recipe.args.method,
+        "stage": recipe.args.stage,
+        "base_model": recipe.args.model_name_or_path,
+        "global_step": trainer.state.global_step,
+        "world_size": trainer.args.world_size,
+        "trainable_parameters": summary,
+        "dropped_examples": {split: rep["dropped"] for split, rep in data_report.items() if isinstance(rep, dict)},
+        "seconds": round(time.time() - started, 1),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "trl": trl.__version__, "peft": peft.__version__},
+    }
+    (out / "run_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
