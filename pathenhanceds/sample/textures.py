@@ -11,7 +11,7 @@ import numpy as np
 # (RGB base colour, pattern, pattern parameter)
 _CLASS_STYLE: dict[str, tuple[tuple[int, int, int], str, float]] = {
     "ADI": ((245, 235, 240), "cells", 10.0),
-    "BACK": ((200, 200, 200), "flat", 0.0),
+    "BACK": ((120, 135, 160), "flat", 0.0),  # distinct from ADI even when downsampled to 32 px
     "DEB": ((210, 120, 160), "speckle", 0.35),
     "LYM": ((70, 40, 140), "dots", 4.0),
     "MUC": ((180, 170, 220), "waves", 0.15),

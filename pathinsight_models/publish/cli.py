@@ -42,9 +42,52 @@ def cmd_push_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model(sub: Any) -> None:
+    p = sub.add_parser(
+        "model",
+        help="upload a training run (LoRA adapter, merged or full weights) with its model card",
+        description="Publish RUN_DIR (output of `pathinsight train`) to the model repo REPO_ID in one commit: "
+        "safetensors weights, processor + chat template, recipe.yaml, README.md (model card with licence, "
+        "training recipe, eval table, model-index) and, with --results, .eval_results/pathenhanceds.yaml.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the output_dir of `pathinsight train`")
+    p.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="target model repo")
+    p.add_argument("--results", type=Path, metavar="RESULTS_JSON", help="results.json of `pathinsight eval`")
+    p.add_argument("--merged", action="store_true", help="merge the LoRA adapter into the base weights first")
+    p.add_argument("--base-model-id", metavar="ORG/NAME", help="Hub id of the base (when it was a local dir)")
+    p.add_argument("--dataset-id", metavar="ORG/NAME", help="Hub id of the training data (when it was a local dir)")
+    p.add_argument("--base-license", metavar="ID", help="licence of the base model if its card lacks one")
+    p.add_argument("--dataset-license", metavar="ID", help="licence of the dataset if its card lacks one")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--revision", metavar="BRANCH", help="push to this branch (created from main if missing)")
+    p.add_argument("--commit-message")
+    p.set_defaults(func=cmd_push_model)
+
+
+def cmd_push_model(args: argparse.Namespace) -> int:
+    from .model import push_model
+
+    result = push_model(
+        args.run_dir,
+        args.repo_id,
+        results=args.results,
+        merged=args.merged,
+        base_model_id=args.base_model_id,
+        dataset_id=args.dataset_id,
+        base_license=args.base_license,
+        dataset_license=args.dataset_license,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+    )
+    print(f"pushed {result.weight_type.lower()} model to {args.repo_id} (licence {result.license}): {result.commit}")
+    return 0
+
+
 # subcommand name -> function(subparsers) adding it
 SUBCOMMANDS: dict[str, Callable[[Any], None]] = {
     "dataset": _add_dataset,
+    "model": _add_model,
 }
 
 

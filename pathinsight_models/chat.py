@@ -1,0 +1,126 @@
+"""Ask a fine-tuned model about an image: `answer(...)` for code, `pathinsight chat` for the shell.
+
+Loads adapter repos (PEFT, base fetched from `adapter_config.json`), merged and full repos alike
+through `AutoModelForImageTextToText`; the processor comes from the repo itself and, for an adapter
+repo that lacks one, from its base model. Answers are greedy, with the same prompt rendering and
+generation code as `pathinsight eval`, so the demo says what the benchmark measured.
+
+    pathinsight chat --model ORG/NAME --image patch.png --question "What tissue is shown?"
+    pathinsight chat --model ORG/NAME --image patch.png          # then type questions, one per line
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from pathenhanceds.errors import InputError
+
+DEFAULT_MAX_NEW_TOKENS = 128
+
+
+def load(
+    model_id: str, *, revision: str | None = None, device: str = "auto", dtype: str | None = None
+) -> tuple[Any, Any]:
+    """(model, processor) for a Hub id or local directory of an adapter, merged or full model."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_dtype: Any = getattr(torch, dtype) if dtype and dtype != "auto" else ("auto" if device != "cpu" else torch.float32)
+    if revision and not Path(model_id).is_dir() and _adapter_base(model_id, revision) is not None:
+        # `from_pretrained(adapter_repo, revision=...)` would look for that revision in the base repo too:
+        # load a snapshot of the adapter at `revision` instead (its base comes from adapter_config.json).
+        from huggingface_hub import snapshot_download
+
+        model_id, revision = snapshot_download(model_id, revision=revision), None
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(model_id, revision=revision, dtype=torch_dtype)
+    except OSError as exc:
+        raise InputError(f"cannot load model {model_id}: {exc}", file=model_id,
+                         fix="pass a Hub id or a directory written by `pathinsight train` / `save_pretrained`") from None
+    try:
+        processor = AutoProcessor.from_pretrained(model_id, revision=revision)
+    except OSError:
+        base = _adapter_base(model_id, revision)
+        if base is None:
+            raise InputError(f"{model_id} has no processor files", file=model_id,
+                             fix="save the processor next to the weights") from None
+        processor = AutoProcessor.from_pretrained(base)
+    return model.to(device).eval(), processor
+
+
+def _adapter_base(model_id: str, revision: str | None) -> str | None:
+    try:
+        from peft import PeftConfig
+
+        return PeftConfig.from_pretrained(model_id, revision=revision).base_model_name_or_path
+    except (OSError, ValueError, ImportError):
+        return None
+
+
+def _image(image: Any) -> Any:
+    """PIL image from a PIL image, a path, or None."""
+    if image is None:
+        return None
+    if isinstance(image, str | Path):
+        from PIL import Image, UnidentifiedImageError
+
+        path = Path(image)
+        if not path.is_file():
+            raise InputError("image not found", file=path, fix="pass an existing image file")
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except UnidentifiedImageError:
+            raise InputError("not an image file", file=path, fix="pass a PNG, JPEG or TIFF image") from None
+    return image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image
+
+
+def answer(model: Any, processor: Any, image: Any, question: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> str:
+    """Greedy answer of `model` to `question` about `image` (PIL image, path, or None for text only)."""
+    from pathinsight_models.evaluation.generation import generate
+
+    if not question or not question.strip():
+        raise InputError("empty question", fix="ask something, e.g. 'What type of tissue is shown?'")
+    picture = _image(image)
+    content: list[dict[str, Any]] = [{"type": "text", "text": question.strip()}]
+    if picture is not None:
+        content.insert(0, {"type": "image", "text": None})
+    item = {"id": "chat", "messages": [{"role": "user", "content": content}], "image": picture}
+    return generate(model, processor, [item], max_new_tokens=max_new_tokens, batch_size=1, progress=False)[0]
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("chat", help="ask a model about an image (adapter, merged or full; Hub id or dir)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="Hub id or local directory")
+    p.add_argument("--image", type=Path, help="image file (omit for a text-only question)")
+    p.add_argument("--question", help="question to ask (omit to read questions from standard input)")
+    p.add_argument("--revision", help="Hub revision of --model")
+    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(func=cmd_chat)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    image = _image(args.image)  # check the image before loading a model
+    model, processor = load(args.model, revision=args.revision, device=args.device)
+    if args.question is not None:
+        print(answer(model, processor, image, args.question, args.max_new_tokens))
+        return 0
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("question> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line or (interactive and not line.strip()):
+            return 0
+        if line.strip():
+            print(answer(model, processor, image, line, args.max_new_tokens), flush=True)
