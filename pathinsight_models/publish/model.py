@@ -245,14 +245,19 @@ def prepare_model_folder(
     dataset_license: str | None = None,
     token: str | None = None,
     api: Any = None,
+    offline: bool = False,
 ) -> ModelPushResult:
-    """Assemble (and check) in `stage` exactly what `push_model` uploads. Reads the Hub, writes nothing there."""
+    """Assemble (and check) in `stage` exactly what `push_model` uploads. Reads the Hub, writes nothing there.
+
+    `offline=True` (e.g. the demo, before anything is published) skips the Hub checks that the base
+    model and dataset exist; their licences must then be given.
+    """
     from huggingface_hub import HfApi
 
     from .eval_results import EVAL_RESULTS_FILE, check_results, eval_results_yaml
     from .model_card import CardInfo, build_model_card, sanitize_recipe
 
-    api = api or HfApi(token=token)
+    api = api or (None if offline else HfApi(token=token))
     check_repo_id(repo_id)
     run = Path(run_dir).expanduser()
     if not run.is_dir():
@@ -279,8 +284,14 @@ def prepare_model_folder(
 
     base, base_local = _base_model_id(base_model_id, recipe, adapter_cfg, run_info)
     data_id = _dataset_id(dataset_id, recipe, results_obj)
-    base_lic = _hub_license(api, base, "model", base_license, "--base-license")
-    data_lic = _hub_license(api, data_id, "dataset", dataset_license, "--dataset-license")
+    if offline:
+        if not (base_license and dataset_license):
+            raise InputError("offline staging needs base_license and dataset_license",
+                             fix="pass both licences (nothing is read from the Hub offline)")
+        base_lic, data_lic = base_license.strip().lower(), dataset_license.strip().lower()
+    else:
+        base_lic = _hub_license(api, base, "model", base_license, "--base-license")
+        data_lic = _hub_license(api, data_id, "dataset", dataset_license, "--dataset-license")
 
     stage.mkdir(parents=True, exist_ok=True)
     weight_type = "Original"
