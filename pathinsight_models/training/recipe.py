@@ -110,6 +110,30 @@ class RecipeArguments:
         default=32, metadata={"help": "Validation rows (whole images) per task for eval_tasks."}
     )
     eval_tasks_split: str = field(default="validation", metadata={"help": "Split eval_tasks read from."})
+    group_by_length: bool = field(
+        default=False,
+        metadata={"help": "Draw training batches of similar token length (on the lengths the length filter "
+                          "measures): far less padding, but when an answer's length gives its class away (CRC "
+                          "class names) batches follow the classes and learning suffers, so it is opt-in. Only "
+                          "replaces the default `train_sampling_strategy: random`."},
+    )
+    length_jitter_tokens: int = field(
+        default=32,
+        metadata={"help": "With group_by_length: rows within this many tokens of each other are batched in random "
+                          "order, so rows whose answer length gives their class away (CRC names) still share "
+                          "batches with other classes. 0 = exact lengths (batches may then hold one class)."},
+    )
+    pretokenize: bool = field(
+        default=True,
+        metadata={"help": "Tokenize every example once before training (in the length pass) and keep its token ids "
+                          "and loss mask in memory, so batches only pad them and process the images."},
+    )
+    pixel_cache_mb: float = field(
+        default=1024,
+        metadata={"help": "With pretokenize: also keep every example's processed images in memory (per process) "
+                          "when a split's fit in this many MB, so images are decoded and processed once, not every "
+                          "epoch. 0 = never."},
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.processor_kwargs, str) and self.processor_kwargs not in ("family", ""):

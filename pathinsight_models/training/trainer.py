@@ -184,15 +184,38 @@ def qlora_kwargs(args: RecipeArguments, sft: Any, family: Family) -> dict[str, A
     }
 
 
-def load_data(recipe: Recipe, processor: Any, chat_template: str) -> tuple[Any, Any, dict[str, Any]]:
-    from pathinsight_models.training.data import filter_overlong, load_split
+def load_data(
+    recipe: Recipe, processor: Any, chat_template: str, extras: dict[str, Any] | None = None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Train (and eval) splits with over-long rows dropped, and the data report.
+
+    One pass per split measures every example; with `group_by_length` the train lengths, with
+    `pretokenize` every split's text features (and processed images, within `pixel_cache_mb`) land
+    in `extras` ("train_lengths", "cache"). A split whose images are all cached is handed to the
+    trainer with undecoded image bytes: batches then never decode them.
+    """
+    from pathinsight_models.training.collator import ExampleCache
+    from pathinsight_models.training.data import load_split, prepare_split, without_image_decoding
 
     args = recipe.args
+    cache = ExampleCache() if args.pretokenize else None
+
+    def prepare(dataset: Any, desc: str, measure: bool) -> tuple[Any, list[dict[str, Any]], Any]:
+        prepared = prepare_split(dataset, processor, chat_template, recipe.max_length, desc, measure=measure,
+                                 keep_features=args.pretokenize, assistant_masks=bool(recipe.sft.assistant_only_loss),
+                                 pixel_budget_mb=args.pixel_cache_mb)
+        kept = prepared.dataset
+        if cache is not None and prepared.ids is not None and prepared.features is not None:
+            cache.add(prepared.ids, prepared.features, prepared.pixels)
+            if prepared.pixels is not None and cache.has_pixels(prepared.ids):
+                kept = without_image_decoding(kept)  # batches take the cached pixels
+        return kept, prepared.dropped, prepared.lengths
+
     train_ds = load_split(args.dataset_name, args.dataset_config, args.dataset_train_split)
     if args.max_train_samples is not None:
         train_ds = train_ds.select(range(min(args.max_train_samples, len(train_ds))))
     train_total = len(train_ds)
-    train_ds, dropped_train = filter_overlong(train_ds, processor, chat_template, recipe.max_length, "train")
+    train_ds, dropped_train, train_lengths = prepare(train_ds, "train", args.group_by_length)
     report: dict[str, Any] = {
         "max_length": recipe.max_length,
         "train": {"total": train_total, "kept": len(train_ds), "dropped": len(dropped_train),
@@ -202,9 +225,12 @@ def load_data(recipe: Recipe, processor: Any, chat_template: str) -> tuple[Any, 
     if args.dataset_test_split:
         eval_ds = load_split(args.dataset_name, args.dataset_config, args.dataset_test_split)
         eval_total = len(eval_ds)
-        eval_ds, dropped_eval = filter_overlong(eval_ds, processor, chat_template, recipe.max_length, "eval")
+        eval_ds, dropped_eval, _ = prepare(eval_ds, "eval", False)
         report["eval"] = {"total": eval_total, "kept": len(eval_ds), "dropped": len(dropped_eval),
                           "dropped_examples": dropped_eval}
+    if extras is not None:
+        extras["train_lengths"] = train_lengths
+        extras["cache"] = cache if cache else None
     return train_ds, eval_ds, report
 
 
@@ -217,12 +243,35 @@ def _trainer_class() -> type:
     from pathinsight_models.training.params import param_groups
 
     class PathInsightSFTTrainer(SFTTrainer):
-        """`SFTTrainer` whose optimizer has one parameter group per component (own learning rate)."""
+        """`SFTTrainer` with one optimizer parameter group per component (own learning rate), length-grouped
+        training batches when lengths are given, and the row `id` kept for the pre-tokenized collator."""
 
-        def __init__(self, *args: Any, family: Family, component_lrs: dict[str, float], **kwargs: Any):
+        def __init__(self, *args: Any, family: Family, component_lrs: dict[str, float],
+                     train_lengths: Sequence[int] | None = None, length_jitter_tokens: int = 0, **kwargs: Any):
             self._family = family
             self._component_lrs = component_lrs
+            self._train_lengths = list(train_lengths) if train_lengths is not None else None
+            self._length_jitter_tokens = length_jitter_tokens
             super().__init__(*args, **kwargs)
+
+        def _set_signature_columns_if_needed(self) -> None:
+            super()._set_signature_columns_if_needed()
+            if "id" not in self._signature_columns:  # the collator's cache key
+                self._signature_columns = [*self._signature_columns, "id"]
+
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            # Only replaces the default random order; an explicit train_sampling_strategy wins.
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            lengths = self._train_lengths
+            if (lengths is not None and self.args.train_sampling_strategy == "random"
+                    and hasattr(dataset, "__len__") and len(dataset) == len(lengths)):
+                from pathinsight_models.training.data import length_grouped_sampler
+
+                seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+                return length_grouped_sampler(
+                    lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps, seed,
+                    jitter_tokens=self._length_jitter_tokens)
+            return super()._get_train_sampler(train_dataset)
 
         def create_optimizer(self, model: Any = None) -> Any:
             if self.optimizer is None:
@@ -277,7 +326,8 @@ def run(recipe: Recipe, callbacks: Sequence[Any] | None = None) -> Path:
     processor = load_processor(args, family, trust)
     chat_template = training_chat_template(processor, family)
     processor.chat_template = chat_template  # saved with the outputs; renders like the original
-    train_ds, eval_ds, data_report = load_data(recipe, processor, chat_template)
+    extras: dict[str, Any] = {}
+    train_ds, eval_ds, data_report = load_data(recipe, processor, chat_template, extras)
 
     model = load_model(args, sft, family, trust)
     peft_config = None
@@ -290,7 +340,10 @@ def run(recipe: Recipe, callbacks: Sequence[Any] | None = None) -> Path:
         chat_template=chat_template,
         assistant_only_loss=sft.assistant_only_loss,
         pad_to_multiple_of=sft.pad_to_multiple_of,
+        cache=extras["cache"],
     )
+    if collator.cache is not None:  # exactness guard: both paths must build the same batch
+        collator.check_cache([train_ds[i] for i in range(min(len(train_ds), 64))], sft.per_device_train_batch_size)
     trainer = _trainer_class()(
         model=model,
         args=sft,
@@ -302,6 +355,8 @@ def run(recipe: Recipe, callbacks: Sequence[Any] | None = None) -> Path:
         callbacks=list(callbacks or []),
         family=family,
         component_lrs=component_lrs(args, sft.learning_rate),
+        train_lengths=extras["train_lengths"],
+        length_jitter_tokens=args.length_jitter_tokens,
     )
     if args.eval_tasks:
         from pathinsight_models.evaluation.callback import TaskMetricsCallback
@@ -318,7 +373,10 @@ def run(recipe: Recipe, callbacks: Sequence[Any] | None = None) -> Path:
     result = trainer.train(resume_from_checkpoint=last_checkpoint)
     trainer.save_model(str(out))  # adapter (+ modules_to_save) or full weights, safetensors; processor
     if trainer.is_world_process_zero():
-        _write_outputs(recipe, trainer, processor, out, family, summary, data_report, result, started)
+        batching = {"group_by_length": extras["train_lengths"] is not None
+                    and sft.train_sampling_strategy == "random",
+                    "pretokenized": collator.cache is not None}
+        _write_outputs(recipe, trainer, processor, out, family, summary, data_report, result, started, batching)
     trainer.accelerator.wait_for_everyone()
     return out
 
@@ -333,6 +391,7 @@ def _write_outputs(
     data_report: dict[str, Any],
     result: Any,
     started: float,
+    batching: dict[str, bool] | None = None,
 ) -> None:
     import peft
     import torch
@@ -357,6 +416,7 @@ def _write_outputs(
         "world_size": trainer.args.world_size,
         "trainable_parameters": summary,
         "dropped_examples": {split: rep["dropped"] for split, rep in data_report.items() if isinstance(rep, dict)},
+        "batching": batching or {},
         "seconds": round(time.time() - started, 1),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "trl": trl.__version__, "peft": peft.__version__},
