@@ -15,6 +15,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from . import __version__
+from .atomic import replace_dir
 from .dedup import (
     HeldOutIndex,
     ImageItem,
@@ -211,7 +212,7 @@ def build(
             "scores": manifest["scores"], "file_sizes": {f: (tmp / f).stat().st_size for f in files},
         })
         (tmp / "README.md").write_text(card)
-        _replace(tmp, output)
+        replace_dir(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -250,12 +251,3 @@ def _progress(rows, bar):
         yield row
 
 
-def _replace(tmp: Path, output: Path) -> None:
-    """Swap the finished build into place; an old output is removed only after the rename succeeds."""
-    if output.exists():
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
-        output.rename(old)
-        tmp.rename(output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(output)

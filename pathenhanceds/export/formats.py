@@ -30,6 +30,7 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from ..atomic import replace_dir
 from ..errors import InputError
 from ..images import sniff_format
 from ..schema import CONFIGS, SPLITS
@@ -227,16 +228,6 @@ def _prepare_output(output: Path, overwrite: bool) -> None:
             raise InputError("output folder is not empty", file=output, fix="pass --overwrite or choose another --output")
 
 
-def _replace(tmp: Path, output: Path) -> None:
-    if output.exists():
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
-        output.rename(old)
-        tmp.rename(output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(output)
-
-
 def export_dataset(
     dataset: str | os.PathLike[str],
     fmt: str,
@@ -277,7 +268,7 @@ def export_dataset(
         if chat.dataset_info is not None:
             info = chat.dataset_info(name, f"{name}.json")
             (tmp / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        _replace(tmp, output)
+        replace_dir(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
