@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pathenhanceds.errors import InputError
+from pathinsight_models.loading import adapter_base, pin_adapter_revision
 
 DEFAULT_MAX_NEW_TOKENS = 128
 
@@ -31,12 +32,7 @@ def load(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     torch_dtype: Any = getattr(torch, dtype) if dtype and dtype != "auto" else ("auto" if device != "cpu" else torch.float32)
-    if revision and not Path(model_id).is_dir() and _adapter_base(model_id, revision) is not None:
-        # `from_pretrained(adapter_repo, revision=...)` would look for that revision in the base repo too:
-        # load a snapshot of the adapter at `revision` instead (its base comes from adapter_config.json).
-        from huggingface_hub import snapshot_download
-
-        model_id, revision = snapshot_download(model_id, revision=revision), None
+    model_id, revision = pin_adapter_revision(model_id, revision)
     try:
         model = AutoModelForImageTextToText.from_pretrained(model_id, revision=revision, dtype=torch_dtype)
     except OSError as exc:
@@ -45,21 +41,12 @@ def load(
     try:
         processor = AutoProcessor.from_pretrained(model_id, revision=revision)
     except OSError:
-        base = _adapter_base(model_id, revision)
+        base = adapter_base(model_id, revision)
         if base is None:
             raise InputError(f"{model_id} has no processor files", file=model_id,
                              fix="save the processor next to the weights") from None
         processor = AutoProcessor.from_pretrained(base)
     return model.to(device).eval(), processor
-
-
-def _adapter_base(model_id: str, revision: str | None) -> str | None:
-    try:
-        from peft import PeftConfig
-
-        return PeftConfig.from_pretrained(model_id, revision=revision).base_model_name_or_path
-    except (OSError, ValueError, ImportError):
-        return None
 
 
 def _image(image: Any) -> Any:

@@ -134,3 +134,13 @@ def test_demo_space_answers_through_gradio_api(repos: dict):
     model, processor = load(repos["merged"])
     assert got == answer(model, processor, repos["image"], QUESTION, TOKENS)
     assert blocked_network_attempts()[blocked_before:] == []  # Gradio and its client stayed on 127.0.0.1
+
+
+def test_eval_runner_loads_an_adapter_repo_at_a_pinned_revision(repos: dict):
+    """`from_pretrained(adapter_repo, revision=sha)` would look for `sha` in the base repo too."""
+    from pathinsight_models.evaluation.runner import load_model
+
+    sha = HfApi().model_info(repos["adapter"]).sha
+    model, processor, info = load_model(repos["adapter"], revision=sha, device="cpu")
+    assert info["id"] == repos["adapter"] and info["revision"] == sha  # provenance names the repo, not a cache path
+    assert answer(model, processor, repos["image"], QUESTION, TOKENS) == _local_answer(repos)

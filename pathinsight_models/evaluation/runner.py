@@ -22,6 +22,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from pathenhanceds.errors import InputError
+from pathinsight_models.loading import pin_adapter_revision
 
 from .data import data_digest, hub_revision, items_from_dataset, limit_items, load_config
 from .generation import decoding_params, generate, greedy_config, render_prompts
@@ -89,16 +90,18 @@ def load_model(
     if dtype is None:  # CPU kernels are fastest and exact in float32; on GPU keep the checkpoint's dtype
         dtype = "float32" if device == "cpu" else "auto"
     torch_dtype: Any = "auto" if dtype == "auto" else getattr(torch, dtype)
+    requested_id, requested_revision = model_id, revision
+    model_id, revision = pin_adapter_revision(model_id, revision)
     try:
         model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=torch_dtype, revision=revision)
     except OSError as exc:
         raise InputError(f"cannot load model {model_id}: {exc}", file=model_id,
                          fix="pass a Hub id or a directory saved with save_pretrained") from None
     processor_source = model_id
-    info: dict[str, Any] = {"id": model_id, "revision": revision, "class": type(model).__name__}
+    info: dict[str, Any] = {"id": requested_id, "revision": requested_revision, "class": type(model).__name__}
     info["commit"] = getattr(model.config, "_commit_hash", None)
-    if Path(model_id).is_dir():
-        info["digest"] = local_fingerprint(Path(model_id))
+    if Path(requested_id).is_dir():
+        info["digest"] = local_fingerprint(Path(requested_id))
     if adapter:
         from peft import PeftModel
 
