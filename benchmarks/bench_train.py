@@ -141,8 +141,8 @@ def main() -> None:
                         help="sample size multiplier (4: 1760 rows; from 1600 rows on, batch size 8, the "
                              "length-grouped sampler uses its full 50-batch mega-batches, as on any real dataset)")
     parser.add_argument("--keep", type=Path, help="keep the work folder here (default: a temporary one)")
-    parser.add_argument("--group-by-length", action="store_true",
-                        help="ours with `group_by_length: true` (opt-in; default recipe otherwise)")
+    parser.add_argument("--exact-length-grouping", action="store_true",
+                        help="ours with `answer_bucket_tokens: 1` (group by exact total length; see README)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -162,14 +162,14 @@ def main() -> None:
         for r in range(args.repeats):  # alternate, so load from other processes hits both alike
             runs["stock"].append(run_stock(model_dir, data, work / f"stock{r}", args.batch_size, args.steps))
             runs["ours"].append(run_ours(model_dir, data, work / f"ours{r}", args.batch_size, args.steps,
-                                         {"group_by_length": True} if args.group_by_length else None))
+                                         {"answer_bucket_tokens": 1} if args.exact_length_grouping else None))
         for name, results in runs.items():
             print(f"{name} eff tok/s per repeat: " + ", ".join(f"{m.rate:.0f}" for m, _ in results))
         stock, stock_total = max(runs["stock"], key=lambda x: x[0].rate)
         ours, ours_total = max(runs["ours"], key=lambda x: x[0].rate)
         print(f"tiny llava {spec}; torch threads {torch.get_num_threads()}; batch size {args.batch_size}; "
               f"{'one epoch' if args.steps is None else f'{args.steps} steps'} of {data_rows} rows; "
-              f"best of {args.repeats}; ours: {'group_by_length' if args.group_by_length else 'default recipe'}")
+              f"best of {args.repeats}; ours: {'exact length grouping' if args.exact_length_grouping else 'default recipe'}")
         print(f"{'trainer':<26}{'steps':>6}{'loop s':>9}{'eff tok':>9}{'eff tok/s':>11}{'padding':>9}{'total s':>9}")
         for name, m, total in (("stock TRL SFTTrainer", stock, stock_total), ("pathinsight train", ours, ours_total)):
             print(f"{name:<26}{m.batches:>6d}{m.seconds:>9.2f}{m.tokens:>9d}{m.rate:>11.0f}{m.padding:>9.1%}"

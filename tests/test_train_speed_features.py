@@ -20,6 +20,7 @@ from pathinsight_models.training import load_recipe, train
 from pathinsight_models.training.collator import ExampleCache, VisionChatCollator, decode_images, same_batch
 from pathinsight_models.training.data import (
     example_length,
+    grouping_keys,
     length_grouped_sampler,
     prepare_split,
     without_image_decoding,
@@ -199,23 +200,31 @@ def test_length_grouped_sampler_is_seeded_per_epoch_and_groups_lengths():
 
 
 def test_length_grouping_does_not_batch_by_class_when_length_gives_the_class_away():
-    """Nine classes whose answers differ by a token or two (like CRC names): exact grouping makes
-    one-class batches in length order; jitter and shuffled batch order mix them."""
+    """Nine classes whose answers differ by a token or two (like CRC names): grouping by exact total
+    length makes one-class batches; bucketing the answer part mixes them, and batches come in random
+    order rather than sorted."""
     rng = np.random.default_rng(0)
     classes = rng.permutation(np.repeat(np.arange(9), 40))
-    lengths = (233 + classes + (classes > 5) * 3).tolist()
+    answers = (2 + classes + (classes > 5) * 3).tolist()
+    prompts = [230] * len(answers)
+    lengths = [p + a for p, a in zip(prompts, answers, strict=True)]
+    assert grouping_keys(lengths, answers, 32) == [262] * len(lengths)
+    assert grouping_keys(lengths, answers, 1) == lengths and grouping_keys(lengths, None, 32) == lengths
 
     def batches(order: list[int]) -> list[list[int]]:
         return [[int(classes[i]) for i in order[k:k + 8]] for k in range(0, len(order), 8)]
 
-    exact = batches(list(length_grouped_sampler(lengths, 8, seed=0, jitter_tokens=0)))
-    mixed = batches(list(length_grouped_sampler(lengths, 8, seed=0, jitter_tokens=32)))
+    exact = batches(list(length_grouped_sampler(grouping_keys(lengths, answers, 1), 8, seed=0)))
+    mixed = batches(list(length_grouped_sampler(grouping_keys(lengths, answers, 32), 8, seed=0)))
     assert np.mean([len(set(b)) for b in exact]) < 2.0  # exact lengths: batches follow the classes
     assert np.mean([len(set(b)) for b in mixed]) > 4.0
-    # consecutive batches are not neighbouring lengths: the batch order is shuffled
     firsts = [lengths[b[0]] for b in (list(length_grouped_sampler(lengths, 8, seed=0))[k:k + 8]
                                       for k in range(8, 360, 8))]
     assert firsts != sorted(firsts) and firsts != sorted(firsts, reverse=True)
+    # long answers are still grouped: within a bucket of 32 tokens
+    long = [100 + a for a in range(0, 320, 10)]
+    keys = grouping_keys(long, list(range(0, 320, 10)), 32)
+    assert all(k - length < 32 for k, length in zip(keys, long, strict=True))
 
 
 # ------------------------------------------------------------------------------ recipe and trainer
@@ -227,12 +236,12 @@ BASE = {"model_name_or_path": "some/model", "dataset_name": "some/data", "output
 def test_recipe_fields_defaults_and_round_trip(tmp_path):
     recipe = load_recipe(BASE)
     args = recipe.args
-    assert (args.group_by_length, args.length_jitter_tokens, args.pretokenize, args.pixel_cache_mb) == (
-        False, 32, True, 1024)
-    on = load_recipe(BASE, {"pixel_cache_mb": 0}, ["--group_by_length", "true", "--pretokenize", "false"])
-    assert (on.args.group_by_length, on.args.pretokenize, on.args.pixel_cache_mb) == (True, False, 0)
-    again = load_recipe(on.save(tmp_path / "recipe.yaml"))
-    assert again.to_dict() == on.to_dict() and again.args.group_by_length is True
+    assert (args.group_by_length, args.answer_bucket_tokens, args.pretokenize, args.pixel_cache_mb) == (
+        True, 32, True, 1024)
+    off = load_recipe(BASE, {"pixel_cache_mb": 0}, ["--group_by_length", "false", "--pretokenize", "false"])
+    assert (off.args.group_by_length, off.args.pretokenize, off.args.pixel_cache_mb) == (False, False, 0)
+    again = load_recipe(off.save(tmp_path / "recipe.yaml"))
+    assert again.to_dict() == off.to_dict() and again.args.group_by_length is False
 
 
 class Batches(TrainerCallback):
@@ -268,9 +277,9 @@ def test_pretokenized_training_equals_tokenized_training(tiny, tmp_path):
               "save_strategy": "no", "seed": 0, "dataset_test_split": "validation", "eval_strategy": "steps",
               "eval_steps": 3, "dataloader_num_workers": 0}
     runs = {}
-    for name, extra in {"plain": {"pretokenize": False},
-                        "cached": {},
-                        "grouped": {"group_by_length": True}}.items():
+    for name, extra in {"plain": {"pretokenize": False, "group_by_length": False},
+                        "cached": {"group_by_length": False},
+                        "grouped": {}}.items():
         seen = Batches()
         out = train({**common, **extra, "output_dir": str(tmp_path / name)}, callbacks=[seen])
         runs[name] = (out, seen)

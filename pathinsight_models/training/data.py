@@ -120,6 +120,7 @@ class PreparedSplit:
     features: list[dict[str, np.ndarray]] | None = None
     ids: list[Any] | None = None
     pixels: list[dict[str, Any]] | None = None
+    answer_lengths: list[int] | None = None  # assistant tokens per kept row (with `measure`)
 
 
 def _compact(features: dict[str, list[int]]) -> dict[str, np.ndarray]:
@@ -160,10 +161,16 @@ def prepare_split(
     pixels: list[dict[str, Any]] | None = [] if keep_features and pixel_budget_mb > 0 else None
     pixel_bytes = 0
     label = f"tokenizing {desc} examples" if keep_features else f"measuring {desc} lengths"
+    answer_lengths: list[int] = []
+    cache_masks = keep_features and assistant_masks
     for index, row in enumerate(tqdm(view, desc=label, unit="ex")):
         feats = tokenize_example(processor, chat_template, row["images"], row["messages"],
-                                 assistant_masks=keep_features and assistant_masks)
+                                 assistant_masks=cache_masks or measure)
         length = len(feats["input_ids"])
+        if measure:  # the answer part, so length grouping can leave it out (see `grouping_keys`)
+            answer_lengths.append(int(sum(feats.get("assistant_masks") or [])))
+            if not cache_masks:
+                feats.pop("assistant_masks", None)
         if max_length is not None and length > max_length:
             dropped.append({"index": index, "id": row.get("id"), "length": length})
             continue
@@ -193,19 +200,30 @@ def prepare_split(
         )
     kept = dataset if len(keep) == len(dataset) else dataset.select(keep)
     return PreparedSplit(kept, dropped, lengths if measure else None, features if keep_features else None,
-                         ids if "id" in view.column_names else None, pixels)
+                         ids if "id" in view.column_names else None, pixels,
+                         [answer_lengths[i] for i in keep] if measure else None)
 
 
-def length_grouped_sampler(lengths: list[int], batch_size: int, seed: int, jitter_tokens: int = 0) -> Any:
+def grouping_keys(lengths: list[int], answer_lengths: list[int] | None, answer_bucket_tokens: int) -> list[int]:
+    """Sort keys for length-grouped batches: the prompt's exact length plus the answer's length rounded
+    up to a multiple of `answer_bucket_tokens` (pure).
+
+    Grouping by exact total length builds batches of one class whenever the answer's length gives the
+    class away (the nine CRC class names; yes/no sentences), and learning suffers badly (the demo's
+    CRC macro-F1 fell from 1.00 to 0.14). Short answers all land in the first bucket, so such rows
+    come in random order; long answers (captions, dialogues) are still grouped to within a bucket.
+    """
+    if not answer_lengths or answer_bucket_tokens <= 1:
+        return list(lengths)
+    q = answer_bucket_tokens
+    return [length - a + -(-a // q) * q for length, a in zip(lengths, answer_lengths, strict=True)]
+
+
+def length_grouped_sampler(lengths: list[int], batch_size: int, seed: int) -> Any:
     """transformers' `LengthGroupedSampler` (random mega-batches of 50 batches or a quarter of the data,
-    each sorted by length, the longest batch first) whose order is drawn from `(seed, epoch)`.
-
-    Two changes keep batches from holding one class: each epoch every length gets a random jitter in
-    `[0, jitter_tokens)` before sorting, so rows within that many tokens of each other (CRC rows, whose
-    answer length gives their class away) come in random order; and the batches are served in random
-    order instead of sorted, so neighbouring batches are not neighbouring lengths. Exact length
-    grouping learns badly when batches follow the classes (the demo's CRC macro-F1 fell from 1.0 to
-    0.14). Padding grows by at most `jitter_tokens` per row.
+    each sorted by `lengths`, the longest batch first) whose order is drawn from `(seed, epoch)`, with
+    the batches after the first served in random order: transformers leaves each mega-batch's batches
+    sorted, so neighbouring batches would hold neighbouring lengths (often the same class).
 
     Seeding per epoch, instead of from the global RNG, gives every rank the same order and a
     resumed run the order the interrupted one had (accelerate calls `set_epoch` each epoch).
@@ -223,12 +241,7 @@ def length_grouped_sampler(lengths: list[int], batch_size: int, seed: int, jitte
 
         def __iter__(self):  # type: ignore[no-untyped-def]
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            keys = (torch.tensor(self.lengths, dtype=torch.float64)
-                    + torch.rand(len(self.lengths), generator=generator, dtype=torch.float64) * jitter_tokens)
-            indices = get_length_grouped_indices(keys.tolist(), self.batch_size, generator=generator)
-            # transformers leaves each mega-batch's batches sorted by length, so neighbouring batches
-            # hold neighbouring lengths (often the same class); shuffle the batch order, keeping the
-            # longest batch first so an out-of-memory error still shows at step 1.
+            indices = get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
             batches = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
             order = [0, *(torch.randperm(len(batches) - 1, generator=generator) + 1).tolist()] if batches else []
             return iter([i for b in order for i in batches[b]])

@@ -111,17 +111,16 @@ class RecipeArguments:
     )
     eval_tasks_split: str = field(default="validation", metadata={"help": "Split eval_tasks read from."})
     group_by_length: bool = field(
-        default=False,
-        metadata={"help": "Draw training batches of similar token length (on the lengths the length filter "
-                          "measures): far less padding, but when an answer's length gives its class away (CRC "
-                          "class names) batches follow the classes and learning suffers, so it is opt-in. Only "
+        default=True,
+        metadata={"help": "Draw training batches of similar token length (the lengths the length filter measures; "
+                          "answers bucketed by answer_bucket_tokens): little padding. Off = random batches. Only "
                           "replaces the default `train_sampling_strategy: random`."},
     )
-    length_jitter_tokens: int = field(
+    answer_bucket_tokens: int = field(
         default=32,
-        metadata={"help": "With group_by_length: rows within this many tokens of each other are batched in random "
-                          "order, so rows whose answer length gives their class away (CRC names) still share "
-                          "batches with other classes. 0 = exact lengths (batches may then hold one class)."},
+        metadata={"help": "With group_by_length: rows are grouped by their prompt's exact length plus their answer's "
+                          "length rounded up to a multiple of this, so answers whose length gives the class away "
+                          "(CRC names, yes/no) do not split batches by class. 1 = exact total lengths."},
     )
     pretokenize: bool = field(
         default=True,

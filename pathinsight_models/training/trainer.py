@@ -195,7 +195,12 @@ def load_data(
     trainer with undecoded image bytes: batches then never decode them.
     """
     from pathinsight_models.training.collator import ExampleCache
-    from pathinsight_models.training.data import load_split, prepare_split, without_image_decoding
+    from pathinsight_models.training.data import (
+        grouping_keys,
+        load_split,
+        prepare_split,
+        without_image_decoding,
+    )
 
     args = recipe.args
     cache = ExampleCache() if args.pretokenize else None
@@ -209,7 +214,9 @@ def load_data(
             cache.add(prepared.ids, prepared.features, prepared.pixels)
             if prepared.pixels is not None and cache.has_pixels(prepared.ids):
                 kept = without_image_decoding(kept)  # batches take the cached pixels
-        return kept, prepared.dropped, prepared.lengths
+        keys = None if prepared.lengths is None else grouping_keys(
+            prepared.lengths, prepared.answer_lengths, args.answer_bucket_tokens)
+        return kept, prepared.dropped, keys
 
     train_ds = load_split(args.dataset_name, args.dataset_config, args.dataset_train_split)
     if args.max_train_samples is not None:
@@ -247,11 +254,10 @@ def _trainer_class() -> type:
         training batches when lengths are given, and the row `id` kept for the pre-tokenized collator."""
 
         def __init__(self, *args: Any, family: Family, component_lrs: dict[str, float],
-                     train_lengths: Sequence[int] | None = None, length_jitter_tokens: int = 0, **kwargs: Any):
+                     train_lengths: Sequence[int] | None = None, **kwargs: Any):
             self._family = family
             self._component_lrs = component_lrs
             self._train_lengths = list(train_lengths) if train_lengths is not None else None
-            self._length_jitter_tokens = length_jitter_tokens
             super().__init__(*args, **kwargs)
 
         def _set_signature_columns_if_needed(self) -> None:
@@ -269,8 +275,7 @@ def _trainer_class() -> type:
 
                 seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
                 return length_grouped_sampler(
-                    lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps, seed,
-                    jitter_tokens=self._length_jitter_tokens)
+                    lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps, seed)
             return super()._get_train_sampler(train_dataset)
 
         def create_optimizer(self, model: Any = None) -> Any:
@@ -356,7 +361,6 @@ def run(recipe: Recipe, callbacks: Sequence[Any] | None = None) -> Path:
         family=family,
         component_lrs=component_lrs(args, sft.learning_rate),
         train_lengths=extras["train_lengths"],
-        length_jitter_tokens=args.length_jitter_tokens,
     )
     if args.eval_tasks:
         from pathinsight_models.evaluation.callback import TaskMetricsCallback
