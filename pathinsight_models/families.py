@@ -154,6 +154,18 @@ _LLAVA_LIKE = dict(
     language_model=("model.language_model", "lm_head"),
 )
 
+# Idefics3 and SmolVLM share one layout: SigLIP vision model, pixel-shuffle connector, Llama text model.
+_IDEFICS_LIKE = dict(
+    vision_tower=("model.vision_model",),
+    projector=("model.connector",),
+    language_model=("model.text_model", "lm_head"),
+    lora={
+        "vision_tower": LoraScope("model.vision_model", _VIT_LINEARS),
+        "projector": LoraScope("model.connector", ("proj",)),
+        "language_model": LoraScope("model.text_model", _LLM_LINEARS),
+    },
+)
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
@@ -243,14 +255,7 @@ FAMILIES: dict[str, Family] = {
             model_types=("idefics3",),
             model_class="Idefics3ForConditionalGeneration",
             examples=("HuggingFaceM4/Idefics3-8B-Llama3",),
-            vision_tower=("model.vision_model",),
-            projector=("model.connector",),
-            language_model=("model.text_model", "lm_head"),
-            lora={
-                "vision_tower": LoraScope("model.vision_model", _VIT_LINEARS),
-                "projector": LoraScope("model.connector", ("proj",)),
-                "language_model": LoraScope("model.text_model", _LLM_LINEARS),
-            },
+            **_IDEFICS_LIKE,
             template="trl:idefics3_training",
             processor_settings={"do_image_splitting": False},
         ),
@@ -259,14 +264,7 @@ FAMILIES: dict[str, Family] = {
             model_types=("smolvlm",),
             model_class="SmolVLMForConditionalGeneration",
             examples=("HuggingFaceTB/SmolVLM-256M-Instruct", "HuggingFaceTB/SmolVLM2-2.2B-Instruct"),
-            vision_tower=("model.vision_model",),
-            projector=("model.connector",),
-            language_model=("model.text_model", "lm_head"),
-            lora={
-                "vision_tower": LoraScope("model.vision_model", _VIT_LINEARS),
-                "projector": LoraScope("model.connector", ("proj",)),
-                "language_model": LoraScope("model.text_model", _LLM_LINEARS),
-            },
+            **_IDEFICS_LIKE,
             template="trl:smolvlm_training",
             processor_settings={"do_image_splitting": False},
         ),
