@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import InputError, RecordError
-from ..images import ImagePayload
+from ..images import ImagePayload, payload_from_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +80,14 @@ class Source(ABC):
     def records(self, ctx: BuildContext) -> Iterator[SourceRecord]:
         """All records, in a stable order, without decoding images."""
 
-    @abstractmethod
     def load_image(self, record: SourceRecord) -> ImagePayload:
-        """The record's image; raises `RecordError` for a corrupt one."""
+        """The record's image; raises `RecordError` for a corrupt one.
+
+        Handles `("file", path)` locators; readers with other locators override this.
+        """
+        if record.locator[0] != "file":
+            raise NotImplementedError(f"{type(self).__name__} cannot load locator {record.locator[0]!r}")
+        return payload_from_file(record.locator[1], where=f"{self.name}/{record.record_id}")
 
     def input_files(self) -> list[Path]:
         """Files the reader reads, for the manifest (sizes and MD5s)."""

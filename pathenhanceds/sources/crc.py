@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import InputError
-from ..images import ImagePayload, payload_from_file
+from ..images import ImagePayload
 from ..recipes.prompts import CRC_CLASSES
 from .base import BuildContext, Source, SourceRecord, register_source
 from .parquet_mirror import RowGroupReader, read_columns
@@ -102,7 +102,7 @@ class CRC(Source):
         where = f"{self.name}/{record.record_id}"
         if record.locator[0] == "parquet":
             return self._reader.image(record.locator[1], record.locator[2], where)
-        return payload_from_file(record.locator[1], where=where)
+        return super().load_image(record)
 
     def input_files(self) -> list[Path]:
         if self.parquet:

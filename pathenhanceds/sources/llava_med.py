@@ -22,7 +22,6 @@ from pathlib import Path, PurePosixPath
 from tqdm.auto import tqdm
 
 from ..errors import InputError, RecordError
-from ..images import ImagePayload, payload_from_file
 from ..jsonio import load_json
 from .base import BuildContext, Source, SourceRecord, link_by_identical_files, register_source
 
@@ -299,9 +298,6 @@ class LlavaMed(Source):
                 file=file, fix=f"download {FIG_CAPTIONS} into the same folder",
             )
         return fig_caption_domains(load_json(self.fig_captions), self.fig_captions, ctx)
-
-    def load_image(self, record: SourceRecord) -> ImagePayload:
-        return payload_from_file(record.locator[1], where=f"{self.name}/{record.record_id}")
 
     def input_files(self) -> list[Path]:
         """The JSON files and the images of the records read (not every figure in images/)."""

@@ -21,7 +21,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import InputError, RecordError
-from ..images import ImagePayload, payload_from_file
 from ..jsonio import load_json
 from .base import BuildContext, Source, SourceRecord, link_by_identical_files, register_source
 
@@ -245,9 +244,6 @@ class OpenPath(Source):
             ctx.note(f"openpath: {unreadable} row(s) of {ID_CSV} hold no readable tweet id (e.g. 1.2e+18 lost "
                      "digits) and cannot match")
         return out
-
-    def load_image(self, record: SourceRecord) -> ImagePayload:
-        return payload_from_file(record.locator[1], where=f"{self.name}/{record.record_id}")
 
     def input_files(self) -> list[Path]:
         """The JSONL, the id CSV and the images of the records read."""

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import InputError, RecordError
-from ..images import ImagePayload, payload_from_file
 from ..jsonio import load_json
 from .base import BuildContext, Source, SourceRecord, register_source
 
@@ -76,9 +75,6 @@ class PathologistLevel(Source):
         if isinstance(label, bool) or not isinstance(label, int) or label not in (0, 1, 2, 3):
             raise RecordError(f"'label' {label!r} is not 0, 1, 2 or 3", file=path, record=name, fix=fix)
         return captions, label
-
-    def load_image(self, record: SourceRecord) -> ImagePayload:
-        return payload_from_file(record.locator[1], where=f"{self.name}/{record.record_id}")
 
     def input_files(self) -> list[Path]:
         return sorted([*self.annotations.values(), *(p for p in self.images.iterdir() if p.is_file())])

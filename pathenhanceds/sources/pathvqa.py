@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import InputError, RecordError
-from ..images import ImagePayload, payload_from_bytes, payload_from_file
+from ..images import ImagePayload, payload_from_bytes
 from ..jsonio import load_json
 from ..safe_pickle import load_plain_pickle
 from .base import BuildContext, Source, SourceRecord, register_source
@@ -198,7 +198,7 @@ class PathVQA(Source):
                 raise RecordError(f"cannot read zip member ({exc})", file=self.textbook_zip, record=where,
                                   fix="re-download the archive") from exc
             return payload_from_bytes(data, where=where)
-        return payload_from_file(record.locator[1], where=where)
+        return super().load_image(record)
 
     def input_files(self) -> list[Path]:
         files: list[Path] = []
