@@ -6,7 +6,7 @@ import hashlib
 import io
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -23,10 +23,11 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 class ImagePayload:
     data: bytes
     format: str  # "png" | "jpeg"
+    # Hashed where the payload is made (a build's worker process), not in the writing process.
+    sha256: str = field(init=False, compare=False)
 
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha256", hashlib.sha256(self.data).hexdigest())
 
 
 def sniff_format(data: bytes) -> str | None:

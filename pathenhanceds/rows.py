@@ -57,7 +57,8 @@ def iter_rows(
     with mp.get_context("fork").Pool(num_proc, initializer=_init_worker, initargs=(sources,)) as pool:
         for start in range(0, len(plans), _WINDOW):
             window = plans[start : start + _WINDOW]
-            yield from _rows(window, pool.imap(_load, window, chunksize=16), sources, ctx)
+            # Large chunks keep each worker on contiguous records (one HDF5 block / row group each).
+            yield from _rows(window, pool.imap(_load, window, chunksize=64), sources, ctx)
 
 
 def _rows(plans, results, sources, ctx) -> Iterator[dict[str, Any]]:
