@@ -14,8 +14,7 @@ import logging
 import os
 import time
 
-from pathinsight_models.leaderboard.cli import DATA_ENV
-from pathinsight_models.leaderboard.runner import DEFAULT_TASKS, run_pending
+from pathinsight_models.leaderboard.runner import DATA_ENV, DEFAULT_TASKS, run_pending
 
 
 def main(argv: list[str] | None = None) -> int:

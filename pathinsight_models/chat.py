@@ -11,8 +11,6 @@ generation code as `pathinsight eval`, so the demo says what the benchmark measu
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +47,7 @@ def load(
     return model.to(device).eval(), processor
 
 
-def _image(image: Any) -> Any:
+def open_image(image: Any) -> Any:
     """PIL image from a PIL image, a path, or None."""
     if image is None:
         return None
@@ -73,41 +71,9 @@ def answer(model: Any, processor: Any, image: Any, question: str, max_new_tokens
 
     if not question or not question.strip():
         raise InputError("empty question", fix="ask something, e.g. 'What type of tissue is shown?'")
-    picture = _image(image)
+    picture = open_image(image)
     content: list[dict[str, Any]] = [{"type": "text", "text": question.strip()}]
     if picture is not None:
         content.insert(0, {"type": "image", "text": None})
     item = {"id": "chat", "messages": [{"role": "user", "content": content}], "image": picture}
     return generate(model, processor, [item], max_new_tokens=max_new_tokens, batch_size=1, progress=False)[0]
-
-
-# ------------------------------------------------------------------------------------------ CLI
-
-
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("chat", help="ask a model about an image (adapter, merged or full; Hub id or dir)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="Hub id or local directory")
-    p.add_argument("--image", type=Path, help="image file (omit for a text-only question)")
-    p.add_argument("--question", help="question to ask (omit to read questions from standard input)")
-    p.add_argument("--revision", help="Hub revision of --model")
-    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.set_defaults(func=cmd_chat)
-
-
-def cmd_chat(args: argparse.Namespace) -> int:
-    image = _image(args.image)  # check the image before loading a model
-    model, processor = load(args.model, revision=args.revision, device=args.device)
-    if args.question is not None:
-        print(answer(model, processor, image, args.question, args.max_new_tokens))
-        return 0
-    interactive = sys.stdin.isatty()
-    while True:
-        if interactive:
-            print("question> ", end="", flush=True)
-        line = sys.stdin.readline()
-        if not line or (interactive and not line.strip()):
-            return 0
-        if line.strip():
-            print(answer(model, processor, image, line, args.max_new_tokens), flush=True)

@@ -7,7 +7,6 @@ full fine-tune → evaluate tuned → Table-2-shaped comparison → push-ready f
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -51,8 +50,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     import torch
 
     from pathenhanceds.build import build
-    from pathenhanceds.cli import format_counts
     from pathenhanceds.sample import write_sample
+    from pathenhanceds.stats import format_counts
     from pathinsight_models.chat import answer, load
     from pathinsight_models.evaluation.report import compare
     from pathinsight_models.evaluation.runner import run_evaluation
@@ -161,20 +160,3 @@ CRC macro-F1: base {summary['crc_macro_f1']['base']:.3f} → fine-tuned {summary
 
 Everything here is synthetic and not for clinical use.
 """
-
-
-def register(subparsers: Any) -> None:
-    demo = subparsers.add_parser("demo", help="run the whole pipeline offline on the synthetic sample")
-    demo.add_argument("--output", type=Path, default=DemoSettings.output)
-    demo.add_argument("--seed", type=int, default=DemoSettings.seed)
-    demo.add_argument("--train-config", default=DemoSettings.train_config,
-                      choices=["classification", "captioning", "vqa", "conversation", "all"])
-    demo.add_argument("--max-steps", type=int, default=DemoSettings.max_steps)
-    demo.add_argument("--eval-limit", type=int, default=None, help="test rows per task (default: all)")
-    demo.set_defaults(func=cmd_demo)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    summary = run_demo(DemoSettings(output=args.output, seed=args.seed, train_config=args.train_config,
-                                    max_steps=args.max_steps, eval_limit=args.eval_limit))
-    return 0 if summary["goal_met"] else 1

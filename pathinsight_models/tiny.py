@@ -8,9 +8,8 @@ in-code corpus, wraps it in the family's real processor class and instantiates t
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -358,22 +357,3 @@ def save_tiny_model(family: str, output_dir: str | Path, seed: int = 0, **spec_o
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
-
-
-# ---------------------------------------------------------------- CLI: `pathinsight models tiny`
-
-
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tiny", help="save a tiny random model + processor of a family (offline, for tests/demos)")
-    p.add_argument("--family", required=True, choices=sorted(TINY_FACTORIES))
-    p.add_argument("--output", required=True, type=Path)
-    p.add_argument("--seed", type=int, default=0)
-    for f in fields(TinySpec):  # every size knob, e.g. --image-size 32 --patch-size 4 --hidden-size 64
-        p.add_argument("--" + f.name.replace("_", "-"), type=int, default=f.default, dest=f.name)
-    p.set_defaults(func=_cli_tiny)
-
-
-def _cli_tiny(args: argparse.Namespace) -> int:
-    spec = {f.name: getattr(args, f.name) for f in fields(TinySpec)}
-    print(save_tiny_model(args.family, args.output, seed=args.seed, **spec))
-    return 0

@@ -22,6 +22,8 @@ from .submission import redact
 
 logger = logging.getLogger("pathinsight.leaderboard")
 DEFAULT_TASKS = ("crc", "pcam", "captioning", "pathvqa")
+# Where `pathinsight leaderboard run-pending` and the worker job read the benchmark dataset id.
+DATA_ENV = "PATHINSIGHT_LEADERBOARD_DATA"
 
 
 def _check_data(data: str) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .requests import PRECISIONS
+from pathinsight_models.leaderboard.requests import PRECISIONS
 
 
 def register(subparsers: Any) -> None:
+    """Add `pathinsight submit`."""
     p = subparsers.add_parser(
         "submit",
         help="submit a Hub model to a PathEnhanceDS leaderboard (writes a PENDING request)",
@@ -23,7 +24,8 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .submission import submit
+    """`pathinsight submit`: queue a Hub model for leaderboard evaluation."""
+    from pathinsight_models.leaderboard.submission import submit
 
     request = submit(args.model, args.leaderboard, revision=args.revision, precision=args.precision)
     print(f"submitted {request.model}@{request.revision[:12]} ({request.weight_type}, {request.precision}) "

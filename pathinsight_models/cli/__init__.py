@@ -1,7 +1,9 @@
 """`pathinsight` command line: a thin dispatcher over the library API.
 
-Each command group lives in its own module exposing `register(subparsers)`; the module sets
-`func` on its parsers. Input errors exit with code 2.
+One module per command group in this package (`data`, `train`, `eval`, ...), each exposing
+`register(subparsers)` and `cmd_*` functions that call the library. `GROUPS` maps a group name to
+its module and is imported lazily, so `pathinsight data ...` does not pay for torch/transformers.
+Input errors exit with code 2.
 """
 
 from __future__ import annotations
@@ -11,30 +13,30 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# group name -> module with `register(subparsers)`; imported lazily so `pathinsight data ...`
-# does not pay for importing torch/transformers.
-GROUPS: dict[str, str] = {
-    "data": "pathenhanceds.cli",
-    "demo": "pathinsight_models.demo",
-    "train": "pathinsight_models.training.cli",
-    "models": "pathinsight_models.training.models_cli",
-    "eval": "pathinsight_models.evaluation.cli",
-    "push": "pathinsight_models.publish.cli",
-    "submit": "pathinsight_models.leaderboard.submit_cli",
-    "leaderboard": "pathinsight_models.leaderboard.cli",
-    "chat": "pathinsight_models.chat",
-}
+from pathenhanceds.registry import Registry
+
+# group name -> module path with `register(subparsers)`
+GROUPS: Registry[str] = Registry("command", fix="run `pathinsight --help`; commands: {names}")
+for _name in ("data", "demo", "train", "models", "eval", "push", "submit", "leaderboard", "chat"):
+    GROUPS.register(_name, f"{__name__}.{_name}")
+
+
+def list_groups() -> list[str]:
+    """The command group names `pathinsight --help` lists."""
+    return GROUPS.names()
 
 
 def build_parser(groups: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The `pathinsight` parser with the given command groups (all when None)."""
     parser = argparse.ArgumentParser(prog="pathinsight", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
-    for name in groups or GROUPS:
-        importlib.import_module(GROUPS[name]).register(sub)
+    for name in groups or GROUPS.names():
+        importlib.import_module(GROUPS.get(name)).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `pathinsight` console script; returns the exit code."""
     from pathenhanceds.errors import InputError
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -26,7 +26,8 @@ def _add_stats(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from .tasks import TASKS
+    """Add `pathinsight eval` and its subcommands score, compare, tasks."""
+    from pathinsight_models.evaluation.tasks import TASKS
 
     p = subparsers.add_parser(
         "eval", help="evaluate a model on PathEnhanceDS tasks, score predictions, compare runs",
@@ -52,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-revision", help="Hub revision of --data")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_stats(p)
-    p.set_defaults(func=_run)
+    p.set_defaults(func=cmd_eval)
     sub = p.add_subparsers(dest="eval_command", metavar="{score,compare,tasks}")
 
     s = sub.add_parser("score", help="score a JSONL of predictions from any model or service")
@@ -62,20 +63,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help='JSONL: {"id", "prediction", "reference", + task fields (answer_type, options, label, group)}')
     s.add_argument("--output", type=Path, help="output directory (default: <file stem>_scored next to the file)")
     _add_stats(s)
-    s.set_defaults(func=_score)
+    s.set_defaults(func=cmd_score)
 
     c = sub.add_parser("compare", help="models x tasks table (Markdown + PNG) from results.json files")
     c.add_argument("results", nargs="+", type=Path, help="results.json files (or their directories)")
     c.add_argument("--labels", type=_csv, help="row names, comma-separated (default: model ids)")
     c.add_argument("--output", type=Path, help="write compare.md and compare.png here")
-    c.set_defaults(func=_compare)
+    c.set_defaults(func=cmd_compare)
 
     t = sub.add_parser("tasks", help="list the evaluation tasks, their modes and headline metrics")
-    t.set_defaults(func=_tasks)
+    t.set_defaults(func=cmd_tasks)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from .runner import run_evaluation
+def cmd_eval(args: argparse.Namespace) -> int:
+    """`pathinsight eval`: run tasks on a model and write results.json, predictions and report."""
+    from pathinsight_models.evaluation.runner import run_evaluation
 
     if not args.model or not args.output:
         raise InputError("`pathinsight eval` needs --model and --output",
@@ -93,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(results: dict) -> None:
-    from .report import cell
+    from pathinsight_models.evaluation.report import cell
 
     for name, r in results["tasks"].items():
         heads = "; ".join(f"{h['label']} ({h['mode']}) {cell(r['metrics'][h['mode']][h['metric']])}"
@@ -101,8 +103,9 @@ def _print_summary(results: dict) -> None:
         print(f"{name}: n={r['n']} unparsed={r['parse_failures']} {heads}")
 
 
-def _score(args: argparse.Namespace) -> int:
-    from .runner import score_file
+def cmd_score(args: argparse.Namespace) -> int:
+    """`pathinsight eval score`: score a JSONL of predictions."""
+    from pathinsight_models.evaluation.runner import score_file
 
     results = score_file(args.task, args.predictions, output=args.output, modes=args.mode, seed=args.seed,
                          n_resamples=args.bootstrap, confidence=args.confidence)
@@ -112,8 +115,9 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare(args: argparse.Namespace) -> int:
-    from .report import compare
+def cmd_compare(args: argparse.Namespace) -> int:
+    """`pathinsight eval compare`: a models × tasks table from results.json files."""
+    from pathinsight_models.evaluation.report import compare
 
     markdown, png = compare(args.results, labels=args.labels, output=args.output)
     print(markdown)
@@ -122,8 +126,9 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tasks(args: argparse.Namespace) -> int:
-    from .tasks import TASKS
+def cmd_tasks(args: argparse.Namespace) -> int:
+    """`pathinsight eval tasks`: list the evaluation tasks."""
+    from pathinsight_models.evaluation.tasks import TASKS
 
     for task in TASKS.values():
         rows = f"config {task.config}, sources {', '.join(task.sources or ['any'])}" if task.config else "own data"

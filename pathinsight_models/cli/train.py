@@ -19,6 +19,7 @@ overridden as --<field> <value>."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `pathinsight train`."""
     parser = subparsers.add_parser(
         "train",
         help="fine-tune a VLM on PathEnhanceDS from a recipe (TRL SFT: LoRA / QLoRA / full)",
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # argparse would reject `--learning_rate 1e-5` as unknown; this subclass hands such options on.
     parser.__class__ = _OverridesParser
     _add_arguments(parser)
-    parser.set_defaults(func=_run)
+    parser.set_defaults(func=cmd_train)
 
 
 class _OverridesParser(argparse.ArgumentParser):
@@ -45,7 +46,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
 
 
-def _run(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
+    """`pathinsight train`: fine-tune from a recipe with command-line overrides."""
     from pathinsight_models.training.trainer import train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -64,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_arguments(parser)
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
-        return _run(args)
+        return cmd_train(args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

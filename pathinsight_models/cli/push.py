@@ -29,7 +29,8 @@ def _add_dataset(sub: Any) -> None:
 
 
 def cmd_push_dataset(args: argparse.Namespace) -> int:
-    from .dataset import push_dataset
+    """`pathinsight push dataset`: upload a built dataset folder in one commit."""
+    from pathinsight_models.publish.dataset import push_dataset
 
     commit = push_dataset(
         args.out,
@@ -65,7 +66,8 @@ def _add_model(sub: Any) -> None:
 
 
 def cmd_push_model(args: argparse.Namespace) -> int:
-    from .model import push_model
+    """`pathinsight push model`: upload a training run with its model card."""
+    from pathinsight_models.publish.model import push_model
 
     result = push_model(
         args.run_dir,
@@ -92,6 +94,7 @@ SUBCOMMANDS: dict[str, Callable[[Any], None]] = {
 
 
 def register(subparsers: Any) -> None:
+    """Add the `push` group."""
     push = subparsers.add_parser("push", help="publish datasets and models to the Hugging Face Hub")
     sub = push.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in SUBCOMMANDS.values():

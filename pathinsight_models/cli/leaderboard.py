@@ -13,8 +13,7 @@ import os
 from typing import Any
 
 from pathenhanceds.errors import InputError
-
-DATA_ENV = "PATHINSIGHT_LEADERBOARD_DATA"
+from pathinsight_models.leaderboard.runner import DATA_ENV
 
 
 def _csv(value: str) -> list[str]:
@@ -22,7 +21,8 @@ def _csv(value: str) -> list[str]:
 
 
 def register(subparsers: Any) -> None:
-    from .runner import DEFAULT_TASKS
+    """Add the `leaderboard` group."""
+    from pathinsight_models.leaderboard.runner import DEFAULT_TASKS
 
     p = subparsers.add_parser("leaderboard", help="evaluate queued submissions and show leaderboard tables",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,7 +54,8 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_run_pending(args: argparse.Namespace) -> int:
-    from .runner import run_pending
+    """`pathinsight leaderboard run-pending`: evaluate queued requests and publish results."""
+    from pathinsight_models.leaderboard.runner import run_pending
 
     if not args.data:
         raise InputError("no benchmark dataset given", fix=f"pass --data ORG/PathEnhanceDS or set ${DATA_ENV}")
@@ -75,20 +76,23 @@ def _print(df: Any) -> None:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from .table import results_table
+    """`pathinsight leaderboard results`: print the leaderboard table."""
+    from pathinsight_models.leaderboard.table import results_table
 
     _print(results_table(args.leaderboard))
     return 0
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
-    from .table import requests_table
+    """`pathinsight leaderboard requests`: print the submission queue."""
+    from pathinsight_models.leaderboard.table import requests_table
 
     _print(requests_table(args.leaderboard))
     return 0
 
 
 def cmd_eval_yaml(args: argparse.Namespace) -> int:
+    """`pathinsight leaderboard eval-yaml`: commit eval.yaml to the dataset repo."""
     from pathinsight_models.publish.eval_results import add_eval_yaml
 
     commit = add_eval_yaml(args.dataset, revision=args.revision)
