@@ -1,10 +1,10 @@
 """Shared pytest setup.
 
-`hub_fixtures` starts the loopback test Hub and sets HF_ENDPOINT/HF_HOME/HF_TOKEN before any test module
+`support.hub_fixtures` starts the loopback test Hub and sets HF_ENDPOINT/HF_HOME/HF_TOKEN before any test module
 imports huggingface_hub/datasets/transformers, so keep those imports out of this file.
 """
 
-pytest_plugins = ["hub_fixtures"]
+pytest_plugins = ["support.hub_fixtures"]
 
 import pytest  # noqa: E402
 

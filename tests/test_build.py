@@ -7,7 +7,7 @@ import json
 import datasets
 import pytest
 import yaml
-from raw_fixtures import bladder_entry, write_bladder, write_crc
+from support.raw_fixtures import bladder_entry, write_bladder, write_crc
 
 from pathenhanceds import PathEnhanceDS, build
 from pathenhanceds.schema import FEATURES, SPLITS

@@ -14,8 +14,8 @@ import socket
 from pathlib import Path
 
 import pytest
-from hub_fixtures import blocked_network_attempts
-from hub_server import HubServer
+from support.hub_fixtures import blocked_network_attempts
+from support.hub_server import HubServer
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio / gradio_client are imported
 pytest.importorskip("torch")

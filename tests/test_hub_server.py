@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-from hub_fixtures import TEST_TOKEN, blocked_network_attempts
-from hub_server import HubServer, git_blob_oid, parse_card_data
+from support.hub_fixtures import TEST_TOKEN, blocked_network_attempts
+from support.hub_server import HubServer, git_blob_oid, parse_card_data
 
 datasets = pytest.importorskip("datasets")
 torch = pytest.importorskip("torch")
@@ -69,7 +69,7 @@ def test_subprocesses_inherit_the_hub_and_early_imports_are_refused(hub: HubServ
     assert out.stdout.strip() == hub.user
 
     tests_dir = str(Path(__file__).parent)
-    early = f"import sys, huggingface_hub; sys.path.insert(0, {tests_dir!r}); import hub_fixtures"
+    early = f"import sys, huggingface_hub; sys.path.insert(0, {tests_dir!r}); import support.hub_fixtures"
     out = subprocess.run([sys.executable, "-c", early], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "must be loaded before huggingface_hub" in out.stderr
 

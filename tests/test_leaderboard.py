@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hub_fixtures import TEST_TOKEN
-from hub_server import HubServer, parse_card_data
+from support.hub_fixtures import TEST_TOKEN
+from support.hub_server import HubServer, parse_card_data
 
 pytest.importorskip("torch")
 

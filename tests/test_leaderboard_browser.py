@@ -15,8 +15,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from hub_fixtures import blocked_network_attempts
-from hub_server import HubServer
+from support.hub_fixtures import blocked_network_attempts
+from support.hub_server import HubServer
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported
 pytest.importorskip("torch")

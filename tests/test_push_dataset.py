@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hub_server import HubServer, parse_card_data
+from support.hub_server import HubServer, parse_card_data
 
 datasets = pytest.importorskip("datasets")
 

@@ -8,7 +8,7 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from raw_fixtures import (
+from support.raw_fixtures import (
     bladder_entry,
     decode_pcam,
     write_bladder,

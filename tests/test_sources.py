@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 from PIL import Image
-from raw_fixtures import (
+from support.raw_fixtures import (
     bladder_entry,
     decode_pcam,
     jpeg_bytes,

@@ -1,10 +1,10 @@
 """Pytest plugin: a loopback Hub for the whole test session, and no network beyond 127.0.0.1.
 
-Loaded from `tests/conftest.py` (`pytest_plugins = ["hub_fixtures"]`), i.e. before any test module is
+Loaded from `tests/conftest.py` (`pytest_plugins = ["support.hub_fixtures"]`), i.e. before any test module is
 imported. That matters: `huggingface_hub`, `datasets` and `transformers` read `HF_ENDPOINT`, `HF_HOME`,
 `HF_TOKEN`, `HF_HUB_DISABLE_XET` ... once, at import time. So at *plugin import* this module
 
-1. starts the test Hub (`tests/hub_server.py`) on 127.0.0.1 with an ephemeral port,
+1. starts the test Hub (`tests/support/hub_server.py`) on 127.0.0.1 with an ephemeral port,
 2. points every Hugging Face client at it through the environment (inherited by subprocesses too), with a
    throw-away `HF_HOME` and a dummy write token, and
 3. installs a socket guard in this process: name lookups of anything but loopback names and connections to
@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from hub_server import HubServer
+from support.hub_server import HubServer
 
 TEST_TOKEN = "hf_pathinsight_dummy_write_token_0123456789"  # not a secret: only the test hub accepts it
 TEST_USER = "pathinsight-tester"
@@ -35,7 +35,7 @@ _too_early = [name for name in _CLIENTS if name in sys.modules]
 if _too_early:
     raise pytest.UsageError(
         f"hub_fixtures must be loaded before {', '.join(_too_early)} is imported (they read HF_ENDPOINT/HF_HOME "
-        "at import time). Keep `pytest_plugins = ['hub_fixtures']` in tests/conftest.py and do not import these "
+        "at import time). Keep `pytest_plugins = ['support.hub_fixtures']` in tests/conftest.py and do not import these "
         "libraries at the top of conftest.py."
     )
 
