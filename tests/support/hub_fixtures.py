@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+
 from support.hub_server import HubServer
 
 TEST_TOKEN = "hf_pathinsight_dummy_write_token_0123456789"  # not a secret: only the test hub accepts it
