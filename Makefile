@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint clean chromium
+.PHONY: install test test-fast demo lint clean chromium
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -22,9 +22,15 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "note: could not install Debian's chromium"; }
 
+# Everything, as CI runs it.
 test: $(STAMP) chromium
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# The quick loop: no training runs, demo, multi-process jobs or browser.
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -m "not slow and not browser and not distributed"
 
 demo: $(STAMP)
 	$(VENV)/bin/pathinsight demo --output demo_output
