@@ -45,16 +45,10 @@ def make_data(work: Path) -> Path:
 def make_model(work: Path, spec: dict[str, int]) -> Path:
     from transformers import AutoModelForImageTextToText
 
-    from pathinsight_models.tiny import save_tiny_model
+    from pathinsight_models.tiny import save_tiny_model, spread_weights
 
     out = save_tiny_model("llava", work / "tiny-llava", seed=0, **spec)
-    model = AutoModelForImageTextToText.from_pretrained(out)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 0.1)
-    model.save_pretrained(out)
+    spread_weights(AutoModelForImageTextToText.from_pretrained(out), seed=0).save_pretrained(out)
     return out
 
 

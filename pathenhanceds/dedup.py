@@ -1,8 +1,11 @@
 """Duplicate images across a whole build: exact (SHA-256) and near (64-bit perceptual hash).
 
 The point is leakage: a train row whose image also appears in validation/test (of any source) or in
-an external benchmark (`--dedup-against`) must go. `find_duplicate_groups` finds the groups,
-`train_rows_to_drop` decides which train rows leak, `dedup_summary` condenses both for the manifest.
+an external benchmark (`--dedup-against`) must go. `HeldOutIndex` decides, row by row while the build
+streams (see `pipeline.Pipeline`: held-out splits are loaded first, train rows checked against them);
+`find_duplicate_groups` finds every exact/near group among all images afterwards, and `dedup_summary`
+condenses groups and removed rows for the manifest and card. `items_from_build` and
+`load_reference_images` feed the same functions to audit a finished build against a benchmark.
 
 Near duplicates: each distinct image is hashed once (imagehash.phash, 8x8 DCT = 64 bits); pairs
 within `near_threshold` bits are found by splitting the hash into `near_threshold + 1` bands and
@@ -29,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .errors import InputError
 from .images import payload_from_bytes, sniff_format
+from .layout import DATA_DIR
 
 HASH_BITS = 64
 TRAIN = "train"
@@ -54,6 +58,7 @@ class ImageItem:
 
 @dataclass(frozen=True, slots=True)
 class GroupMember:
+    """One image of a duplicate group (an `ImageItem` without its bytes)."""
     id: str
     split: str
     source: str
@@ -71,6 +76,7 @@ class DuplicateGroup:
 
     @property
     def splits(self) -> set[str]:
+        """The splits the group's images come from."""
         return {m.split for m in self.members}
 
     @property
@@ -81,6 +87,7 @@ class DuplicateGroup:
 
 # -------------------------------------------------------------------------------------------- hashing
 def hamming(a: int, b: int) -> int:
+    """Number of differing bits between two 64-bit hashes."""
     return (a ^ b).bit_count()
 
 
@@ -107,6 +114,7 @@ def _decode(data: bytes, where: str) -> Image.Image:
 
 
 def check_threshold(near_threshold: int | None) -> None:
+    """`InputError` unless `near_threshold` is None or an integer from 0 to 64 bits."""
     if near_threshold is None:
         return
     if isinstance(near_threshold, bool) or not isinstance(near_threshold, int) or not 0 <= near_threshold <= HASH_BITS:
@@ -175,8 +183,8 @@ def find_duplicate_groups(items: Iterable[ImageItem], near_threshold: int | None
     """Exact groups (rows sharing a SHA-256) and, if `near_threshold` is set, near groups.
 
     A near group is a connected set of >= 2 distinct images whose phashes are within
-    `near_threshold` bits pairwise-linked (transitively); `train_rows_to_drop` still only drops
-    rows directly within the threshold of a held-out image. Each image is hashed once.
+    `near_threshold` bits pairwise-linked (transitively); `HeldOutIndex` still only drops rows
+    directly within the threshold of a held-out image. Each image is hashed once.
     """
     check_threshold(near_threshold)
     members: dict[str, list[GroupMember]] = defaultdict(list)
@@ -206,46 +214,6 @@ def find_duplicate_groups(items: Iterable[ImageItem], near_threshold: int | None
             group = sorted((m for sha in component for m in members[sha]), key=lambda m: m.id)
             groups.append(DuplicateGroup("near", tuple(group), near_threshold))
     return groups
-
-
-def train_rows_to_drop(groups: Iterable[DuplicateGroup]) -> dict[str, str]:
-    """Train row id -> reason, for train rows whose image duplicates a held-out image of ANY source.
-
-    Held out = any split other than train: validation, test, and `reference` (external benchmarks).
-    Exact duplicates win over near ones; among several matches the closest (then lowest id) is named.
-    """
-    best: dict[str, tuple[int, str, str]] = {}  # row id -> (distance, held-out id, reason); exact = -1
-
-    def offer(row: GroupMember, rank: int, other: GroupMember, what: str) -> None:
-        candidate = (rank, other.id, f"{what} of {other.split} image {other.id} ({other.source})")
-        if row.id not in best or candidate < best[row.id]:
-            best[row.id] = candidate
-
-    for group in groups:
-        held = sorted((m for m in group.members if m.split != TRAIN), key=lambda m: m.id)
-        train = [m for m in group.members if m.split == TRAIN]
-        if not held or not train:
-            continue
-        if group.kind == "exact":
-            for row in train:
-                offer(row, -1, held[0], "exact duplicate")
-            continue
-        held = [m for m in held if m.phash is not None]
-        train = [m for m in train if m.phash is not None]
-        if not held or not train:
-            continue
-        # Vectorised: a near group can hold thousands of similar-looking patches.
-        held_hashes = np.array([m.phash for m in held], dtype=np.uint64)
-        train_hashes = np.array([m.phash for m in train], dtype=np.uint64)
-        step = max(1, _CHUNK_CELLS // len(held))
-        for start in range(0, len(train), step):
-            dist = np.bitwise_count(train_hashes[start : start + step, None] ^ held_hashes[None, :])
-            nearest = dist.argmin(axis=1)  # first minimum = lowest held-out id
-            for r, j in enumerate(nearest.tolist()):
-                d = int(dist[r, j])
-                if d <= group.threshold:
-                    offer(train[start + r], d, held[j], f"near duplicate (phash distance {d} <= {group.threshold})")
-    return {row_id: best[row_id][2] for row_id in sorted(best)}
 
 
 def dedup_summary(
@@ -298,7 +266,7 @@ def items_from_rows(rows: Iterable[dict[str, Any]], split: str, *, with_bytes: b
 def items_from_build(path: str | os.PathLike[str], *, with_bytes: bool = True) -> Iterator[ImageItem]:
     """ImageItems of every row of a built dataset folder (`data/<config>/<split>-*.parquet`)."""
     root = Path(path)
-    files = sorted((root / "data").glob("*/*.parquet"))
+    files = sorted((root / DATA_DIR).glob("*/*.parquet"))
     if not files:
         raise InputError("no data/<config>/<split>-*.parquet files: not a PathEnhanceDS build", file=root,
                          fix="pass the --output folder of `pathinsight data build`")
@@ -362,6 +330,12 @@ def load_reference_images(path: str | os.PathLike[str]) -> list[ImageItem]:
     folder of parquet files with an image column (e.g. a Hub benchmark such as PathMMU). Items carry
     their phash and no bytes, so a large benchmark costs little memory.
     """
+    import warnings
+
+    from . import limits as input_limits
+    from .errors import RecordError
+
+    lim = input_limits.current()
     root = Path(path).expanduser()
     if not root.exists():
         raise InputError("--dedup-against path does not exist", file=root,
@@ -370,29 +344,50 @@ def load_reference_images(path: str | os.PathLike[str]) -> list[ImageItem]:
     if root.is_file():
         files = [root]
         base = root.parent
-    else:
-        files = sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
-                                                                               p.relative_to(root).parts))
+    else:  # iterative, depth-limited and loop-safe; FIFOs, devices and dangling links are left out
+        files = [p for p in input_limits.walk_files(root, limits=lim) if input_limits.is_regular(p, lim)]
         base = root
     wanted = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | {".parquet"}]
     if not wanted:
         raise InputError("no images (.jpg/.png/.tif) or parquet files found", file=root,
                          fix="pass the benchmark's image folder or its parquet files")
     items: list[ImageItem] = []
-    for file in tqdm(wanted, desc=f"hashing {source}", unit="file", leave=False):
-        label = f"{source}/{file.relative_to(base).as_posix()}"
-        if file.suffix.lower() == ".parquet":
-            items.extend(_parquet_items(file, label, source))
-        else:
-            items.append(_reference_item(file.read_bytes(), label, source))
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            # Parquet cells are decoded by Pillow directly: make its header check enforce our pixel limit.
+            Image.MAX_IMAGE_PIXELS = lim.max_image_pixels
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            for file in tqdm(wanted, desc=f"hashing {source}", unit="file", leave=False):
+                label = f"{source}/{file.relative_to(base).as_posix()}"
+                try:
+                    if file.suffix.lower() == ".parquet":
+                        items.extend(_parquet_items(file, label, source))
+                    else:
+                        data = input_limits.read_regular(file, max_bytes=lim.max_image_bytes, limit_name="max_image_bytes",
+                                                         error=InputError, limits=lim, what="benchmark image")
+                        input_limits.open_image_header(data, file=file, record=label, limits=lim)  # before decoding
+                        items.append(_reference_item(data, label, source))
+                except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+                    raise InputError(f"benchmark image declares too many pixels ({input_limits.clean_message(exc)})",
+                                     file=file, record=label,
+                                     fix="remove it from the --dedup-against folder, or raise limits.max_image_pixels") from None
+                except RecordError as err:  # reference images are not records: the whole option is wrong
+                    raise InputError(f"cannot decode benchmark image: {err.reason}", file=err.file or file,
+                                     record=err.record or label,
+                                     fix="remove or replace this file in the --dedup-against folder") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
     return items
 
 
 class HeldOutIndex:
-    """Held-out images (validation, test, references) to check train rows against while streaming.
+    """Held-out images (validation, test, references) that train images are checked against while streaming.
 
-    The builder writes every held-out split first, so each train row can be dropped the moment its
-    image is loaded; reasons read like `train_rows_to_drop`'s.
+    The production drop path: `Pipeline` indexes every held-out split first, so each train row can be
+    dropped the moment its image is loaded. Exact matches (same SHA-256) win over near ones; among
+    several near matches the closest, then the lowest id, is named. Items without a `phash` get one
+    from their `image_bytes` when a near threshold is set.
     """
 
     def __init__(self, near_threshold: int | None = None):
@@ -402,24 +397,37 @@ class HeldOutIndex:
         self._near: list[GroupMember] = []
         self._hashes = np.zeros(0, np.uint64)
 
+    def __len__(self) -> int:
+        """Distinct held-out images indexed."""
+        return len(self._exact)
+
+    def _phash(self, item: ImageItem) -> int | None:
+        if self.near_threshold is None:
+            return None
+        if item.phash is None and item.image_bytes is not None:
+            return perceptual_hash(item.image_bytes, where=item.id)
+        return item.phash
+
     def add(self, item: ImageItem) -> None:
-        member = GroupMember(item.id, item.split, item.source, item.sha256, item.phash)
+        """Index one held-out image (its split is named in the reasons `match` gives)."""
+        member = GroupMember(item.id, item.split, item.source, item.sha256, self._phash(item))
         if item.sha256 not in self._exact or member.id < self._exact[item.sha256].id:
             self._exact[item.sha256] = member
-        if self.near_threshold is not None and item.phash is not None:
+        if member.phash is not None:
             self._near.append(member)
             self._hashes = np.empty(0, np.uint64)  # rebuilt lazily
 
     def match(self, item: ImageItem) -> str | None:
-        """Why this train image must go, or None."""
+        """Why this train image must go (an exact or near duplicate of a held-out image), or None."""
         held = self._exact.get(item.sha256)
         if held is not None:
             return f"exact duplicate of {held.split} image {held.id} ({held.source})"
-        if self.near_threshold is None or item.phash is None or not self._near:
+        phash = self._phash(item)
+        if phash is None or not self._near:
             return None
         if len(self._hashes) != len(self._near):
             self._hashes = np.array([m.phash for m in self._near], dtype=np.uint64)
-        dist = np.bitwise_count(self._hashes ^ np.uint64(item.phash))
+        dist = np.bitwise_count(self._hashes ^ np.uint64(phash))
         best = int(dist.min())
         if best > self.near_threshold:
             return None

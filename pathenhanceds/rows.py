@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .errors import RecordError
+from .atomic import deferred_signals
+from .errors import InputError, RecordError
 from .images import ImagePayload
-from .recipes.base import RowPlan
+from .limits import clean_message
 from .schema import make_messages
+from .selection.base import RowPlan
 from .sources.base import BuildContext, Source
 
 _WINDOW = 2048  # plans in flight at once: bounds memory when workers outpace the writer
 _worker_sources: dict[str, Source] = {}
+_POOLS: weakref.WeakSet[Any] = weakref.WeakSet()  # live encoding pools, for `terminate_workers()`
 
 
 def assemble_row(plan: RowPlan, payload: ImagePayload, license: str) -> dict[str, Any]:
@@ -31,9 +36,38 @@ def assemble_row(plan: RowPlan, payload: ImagePayload, license: str) -> dict[str
     }
 
 
-def _init_worker(sources: dict[str, Source]) -> None:
+def _use_sources(sources: dict[str, Source]) -> None:
     global _worker_sources
     _worker_sources = sources
+
+
+def _init_worker(sources: dict[str, Source]) -> None:
+    _use_sources(sources)
+    _worker_signals()  # only in worker processes: the parent keeps its Ctrl-C handling
+
+
+def _worker_signals() -> None:
+    """Workers leave Ctrl-C to the parent (which terminates them) and die with it if it is killed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # pool.terminate(): die quietly, no traceback
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _PARENT_SIGNALS)  # blocked while forking (`deferred_signals`)
+    try:  # Linux: SIGTERM when the parent dies, even by SIGKILL (no orphaned workers)
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+_PARENT_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def terminate_workers() -> None:
+    """Stop every live encoding pool now (the CLI calls this on Ctrl-C / SIGTERM)."""
+    for pool in list(_POOLS):
+        pool.terminate()
+        pool.join()
+        _POOLS.discard(pool)
 
 
 def _load(plan: RowPlan) -> ImagePayload | RecordError:
@@ -41,6 +75,14 @@ def _load(plan: RowPlan) -> ImagePayload | RecordError:
         return _worker_sources[plan.source].load_image(plan.record)
     except RecordError as err:  # returned, not raised: the parent decides fail vs skip
         return err
+    except InputError as err:  # a reader's file-level complaint while loading one record: still one record
+        return RecordError(err.reason, file=err.file, record=err.record or plan.id, fix=err.fix)
+    except Exception as exc:  # noqa: BLE001  an unreadable file of one record must be skippable, not a traceback
+        locator = plan.record.locator
+        file = locator[1] if isinstance(locator, tuple) and len(locator) > 1 and locator[0] != "h5" else None
+        return RecordError(f"cannot read this record's image ({type(exc).__name__}: {clean_message(exc)})",
+                           file=file, record=plan.id,
+                           fix="re-download the file or pass --on-error skip; if the file is fine, please report this")
 
 
 def iter_rows(
@@ -49,16 +91,24 @@ def iter_rows(
     """Rows in plan order; bad records raise or are skipped according to `ctx.on_error`."""
     plans = list(plans)
     if num_proc <= 1:
-        _init_worker(sources)
+        _use_sources(sources)
         results: Iterable[ImagePayload | RecordError] = map(_load, plans)
         yield from _rows(plans, results, sources, ctx)
         return
     # Readers re-open their files per process (their caches check the pid), so fork is safe.
-    with mp.get_context("fork").Pool(num_proc, initializer=_init_worker, initargs=(sources,)) as pool:
+    # A Ctrl-C while forking is delivered after the pool exists (not swallowed by a fork hook).
+    with deferred_signals():
+        pool = mp.get_context("fork").Pool(num_proc, initializer=_init_worker, initargs=(sources,))
+    _POOLS.add(pool)
+    try:
         for start in range(0, len(plans), _WINDOW):
             window = plans[start : start + _WINDOW]
             # Large chunks keep each worker on contiguous records (one HDF5 block / row group each).
             yield from _rows(window, pool.imap(_load, window, chunksize=64), sources, ctx)
+    finally:  # also on an interrupt or an abandoned generator: never leave workers behind
+        pool.terminate()
+        pool.join()
+        _POOLS.discard(pool)
 
 
 def _rows(plans, results, sources, ctx) -> Iterator[dict[str, Any]]:

@@ -6,8 +6,10 @@ from typing import Any
 
 from datasets import Features, Image, List, Value
 
+from .layout import DEFAULT_CONFIG
+
 TASKS = ("captioning", "classification", "vqa", "conversation")
-CONFIGS = (*TASKS, "all")
+CONFIGS = (*TASKS, DEFAULT_CONFIG)  # one folder per task under data/; `all` reads every task's files
 SPLITS = ("train", "validation", "test")
 
 FEATURES = Features(
@@ -31,10 +33,12 @@ FEATURES = Features(
 
 
 def text_part(text: str) -> dict[str, Any]:
+    """A text content part of a TRL conversational message."""
     return {"type": "text", "text": text}
 
 
 def image_part() -> dict[str, Any]:
+    """An image placeholder part of a TRL conversational message (pixels are in `images`)."""
     return {"type": "image", "text": None}
 
 

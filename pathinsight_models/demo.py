@@ -18,7 +18,6 @@ from typing import Any
 # synthetic CRC textures from scratch in a couple of CPU minutes, small enough to run anywhere.
 TINY_LLAVA = {"image_size": 32, "patch_size": 4, "hidden_size": 64, "num_layers": 2, "vision_hidden_size": 64,
               "intermediate_size": 128, "vision_intermediate_size": 128}
-EVAL_TASKS = ("crc", "pcam", "captioning", "pathvqa")
 CRC_F1_GOAL = 0.9
 DEMO_MODEL_ID = "pathinsight-demo/tiny-llava-pathenhanceds"
 DEMO_BASE_ID = "pathinsight-demo/tiny-llava-random"
@@ -27,6 +26,8 @@ DEMO_DATASET_ID = "pathinsight-demo/PathEnhanceDS-synthetic"
 
 @dataclass
 class DemoSettings:
+    """Knobs of `run_demo` (the `pathinsight demo` flags)."""
+
     output: Path = Path("demo_output")
     seed: int = 0
     train_config: str = "all"
@@ -45,24 +46,45 @@ def _headline(results: dict[str, Any], task: str, mode: str, metric: str) -> flo
     return float(results["tasks"][task]["metrics"][mode][metric]["value"])
 
 
-def run_demo(settings: DemoSettings) -> dict[str, Any]:
-    """Run every stage; returns a summary (also written to OUTPUT/summary.json)."""
+def fresh_output(output: Path, seed: int) -> Path:
+    """The demo's output folder, emptied and marked as a demo's; seeds torch.
+
+    Replaces only an earlier demo folder (its marker is written first, so a crashed demo reruns too);
+    never a folder of the user's, the current directory, the home folder or `/`.
+    """
     import torch
 
+    from pathenhanceds.atomic import check_output, write_marker
+
+    out = check_output(output, overwrite=True, kind="demo")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    write_marker(out, "demo")
+    torch.manual_seed(seed)
+    return out
+
+
+def training_arguments(batch_size: int, learning_rate: float, seed: int) -> dict[str, Any]:
+    """The training arguments every demo run shares: cosine schedule, 5% warm-up, no checkpoints."""
+    return {"per_device_train_batch_size": batch_size, "learning_rate": learning_rate, "lr_scheduler_type": "cosine",
+            "warmup_steps": 0.05, "logging_steps": 25, "save_strategy": "no", "max_length": 512, "seed": seed}
+
+
+def run_demo(settings: DemoSettings) -> dict[str, Any]:
+    """Run every stage; returns a summary (also written to OUTPUT/summary.json)."""
     from pathenhanceds.build import build
     from pathenhanceds.sample import write_sample
     from pathenhanceds.stats import format_counts
     from pathinsight_models.chat import answer, load
     from pathinsight_models.evaluation.report import compare
     from pathinsight_models.evaluation.runner import run_evaluation
+    from pathinsight_models.evaluation.tasks import default_tasks
     from pathinsight_models.publish.model import prepare_model_folder
     from pathinsight_models.tiny import save_tiny_model
     from pathinsight_models.training import train
 
-    out = settings.output.resolve()
-    if out.exists():
-        shutil.rmtree(out)
-    torch.manual_seed(settings.seed)
+    out = fresh_output(settings.output, settings.seed)
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -81,7 +103,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     timings["model"] = time.perf_counter() - t
 
     t = _step("3/7 evaluate the base model on the test split")
-    eval_kwargs = {"data": str(dataset.output), "tasks": EVAL_TASKS, "split": "test", "seed": settings.seed,
+    eval_kwargs = {"data": str(dataset.output), "tasks": default_tasks(), "split": "test", "seed": settings.seed,
                    "limit": settings.eval_limit}
     base_results = run_evaluation(str(base), output=out / "eval" / "base", **eval_kwargs)
     timings["eval base"] = time.perf_counter() - t
@@ -90,9 +112,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     run_dir = train({
         "model_name_or_path": str(base), "dataset_name": str(dataset.output),
         "dataset_config": settings.train_config, "output_dir": str(out / "runs" / "tuned"), "method": "full",
-        "max_steps": settings.max_steps, "per_device_train_batch_size": settings.batch_size,
-        "learning_rate": settings.learning_rate, "lr_scheduler_type": "cosine", "warmup_steps": 0.05,
-        "logging_steps": 25, "save_strategy": "no", "max_length": 512, "seed": settings.seed,
+        "max_steps": settings.max_steps, **training_arguments(settings.batch_size, settings.learning_rate, settings.seed),
     })
     timings["train"] = time.perf_counter() - t
 

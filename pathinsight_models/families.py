@@ -5,18 +5,25 @@ multimodal backbone is nested under `model.` (e.g. `model.vision_tower`, `model.
 `model.language_model`) and `lm_head` sits at the top. Every parameter of a model belongs to exactly
 one component (vision tower, projector, language model), chosen by the longest matching prefix, so
 Qwen's `model.visual.merger` counts as projector although it lives inside `model.visual`.
+
+`FAMILIES` is a `Registry` (`get_family`, `list_families`); a family's `tiny` factory (in `tiny.py`)
+builds a small random model of it for tests and demos (`tiny_families()` lists those that have one).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from pathenhanceds.errors import InputError
+from pathenhanceds.registry import Registry
+
+from . import tiny
 
 COMPONENTS = ("vision_tower", "projector", "language_model")
 LORA_TARGET_SETS = ("language", "vision_language", "all_linear")
@@ -80,12 +87,35 @@ class LoraScope:
     leaves: tuple[str, ...]
 
     def pattern(self) -> str:
+        """Regex (full match) of the module names this scope adapts, in both model layouts.
+
+        The leading `model.` is optional: a saved adapter then also loads onto the bare `*Model`
+        (`AutoModel.from_pretrained(adapter_repo)`), whose modules have no `model.` prefix.
+        """
         leaves = "|".join(re.escape(leaf) for leaf in self.leaves)
-        return rf"{re.escape(self.scope)}\.(?:.*\.)?(?:{leaves})"
+        head, rest = split_layout_prefix(self.scope)
+        optional = f"(?:{re.escape(head)})?" if head else ""
+        return rf"{optional}{re.escape(rest)}\.(?:.*\.)?(?:{leaves})"
+
+
+# `*ForConditionalGeneration` nests the multimodal backbone under `model.`; the bare `*Model` has none.
+LAYOUT_PREFIX = "model."
+
+
+def split_layout_prefix(name: str) -> tuple[str, str]:
+    """(`model.` or "", rest): the part of a module name that only the `*ForConditionalGeneration` layout has."""
+    return (LAYOUT_PREFIX, name[len(LAYOUT_PREFIX):]) if name.startswith(LAYOUT_PREFIX) else ("", name)
+
+
+def layout_free(name: str) -> str:
+    """`name` without the `model.` prefix: a PEFT `modules_to_save` entry (suffix match) for both layouts."""
+    return split_layout_prefix(name)[1]
 
 
 @dataclass(frozen=True)
 class Family:
+    """One VLM architecture: its transformers class, module layout, LoRA scopes, chat template, tiny factory."""
+
     name: str
     model_types: tuple[str, ...]
     model_class: str
@@ -97,6 +127,8 @@ class Family:
     template: str  # "trl:<name>" or an inline Jinja template
     processor_settings: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    # `tiny.TinySpec -> (model, processor)`: a small random model of this family (None: no factory)
+    tiny: Callable[[Any], tuple[Any, Any]] | None = None
 
     @property
     def chat_template(self) -> str:
@@ -106,6 +138,7 @@ class Family:
         return self.template
 
     def prefixes(self) -> dict[str, tuple[str, ...]]:
+        """Component -> module-name prefixes."""
         return {"vision_tower": self.vision_tower, "projector": self.projector, "language_model": self.language_model}
 
     def component_of(self, name: str) -> str | None:
@@ -119,6 +152,7 @@ class Family:
         return best
 
     def lora_components(self, target_set: str) -> tuple[str, ...]:
+        """Components a LoRA target set (`language`, `vision_language`, `all_linear`) adapts."""
         if target_set == "language":
             return ("language_model",)
         if target_set == "vision_language":
@@ -154,6 +188,13 @@ _LLAVA_LIKE = dict(
     language_model=("model.language_model", "lm_head"),
 )
 
+# Qwen2-VL and Qwen2.5-VL share one layout: a ViT (`visual`) whose merger is the projector, a Qwen2 text model.
+_QWEN_LIKE = dict(
+    vision_tower=("model.visual",),
+    projector=("model.visual.merger",),
+    language_model=("model.language_model", "lm_head"),
+)
+
 # Idefics3 and SmolVLM share one layout: SigLIP vision model, pixel-shuffle connector, Llama text model.
 _IDEFICS_LIKE = dict(
     vision_tower=("model.vision_model",),
@@ -166,138 +207,147 @@ _IDEFICS_LIKE = dict(
     },
 )
 
-FAMILIES: dict[str, Family] = {
-    f.name: f
-    for f in (
-        Family(
-            name="llava",
-            model_types=("llava",),
-            model_class="LlavaForConditionalGeneration",
-            examples=("llava-hf/llava-1.5-7b-hf", "llava-hf/llava-1.5-13b-hf"),
-            **_LLAVA_LIKE,
-            lora={
-                "vision_tower": LoraScope("model.vision_tower", _VIT_LINEARS),
-                "projector": LoraScope("model.multi_modal_projector", ("linear_1", "linear_2")),
-                "language_model": LoraScope("model.language_model", _LLM_LINEARS),
-            },
-            template=LLAVA_TEMPLATE,
-            processor_settings={},  # fixed 336x336 CLIP input, 576 image tokens
-        ),
-        Family(
-            name="llava_next",
-            model_types=("llava_next",),
-            model_class="LlavaNextForConditionalGeneration",
-            examples=("llava-hf/llava-v1.6-mistral-7b-hf",),
-            vision_tower=("model.vision_tower",),
-            projector=("model.multi_modal_projector", "model.image_newline"),
-            language_model=("model.language_model", "lm_head"),
-            lora={
-                "vision_tower": LoraScope("model.vision_tower", _VIT_LINEARS),
-                "projector": LoraScope("model.multi_modal_projector", ("linear_1", "linear_2")),
-                "language_model": LoraScope("model.language_model", _LLM_LINEARS),
-            },
-            template="trl:llava_next_training",
-            # Pathology patches are small: a single 336px grid keeps the sequence short.
-            processor_settings={"image_grid_pinpoints": [[336, 336]]},
-            notes="`model.image_newline` is a bare parameter: trained under full FT only, not by modules_to_save.",
-        ),
-        Family(
-            name="qwen2_vl",
-            model_types=("qwen2_vl",),
-            model_class="Qwen2VLForConditionalGeneration",
-            examples=("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct"),
-            vision_tower=("model.visual",),
-            projector=("model.visual.merger",),
-            language_model=("model.language_model", "lm_head"),
-            lora={
-                "vision_tower": LoraScope("model.visual.blocks", ("qkv", "proj", "fc1", "fc2")),
-                "projector": LoraScope("model.visual.merger", ("mlp.0", "mlp.2")),
-                "language_model": LoraScope("model.language_model", _LLM_LINEARS),
-            },
-            template="trl:qwen2_5_vl_training",  # Qwen2-VL ships a byte-identical template
-            processor_settings={"size": {"shortest_edge": 56 * 56, "longest_edge": 448 * 448}},
-        ),
-        Family(
-            name="qwen2_5_vl",
-            model_types=("qwen2_5_vl",),
-            model_class="Qwen2_5_VLForConditionalGeneration",
-            examples=("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"),
-            vision_tower=("model.visual",),
-            projector=("model.visual.merger",),
-            language_model=("model.language_model", "lm_head"),
-            lora={
-                "vision_tower": LoraScope("model.visual.blocks", ("qkv", "proj", "gate_proj", "up_proj", "down_proj")),
-                "projector": LoraScope("model.visual.merger", ("mlp.0", "mlp.2")),
-                "language_model": LoraScope("model.language_model", _LLM_LINEARS),
-            },
-            template="trl:qwen2_5_vl_training",
-            # min/max pixels: <= 256 visual tokens per 448x448 patch.
-            processor_settings={"size": {"shortest_edge": 56 * 56, "longest_edge": 448 * 448}},
-        ),
-        Family(
-            name="internvl",
-            model_types=("internvl",),
-            model_class="InternVLForConditionalGeneration",
-            examples=("OpenGVLab/InternVL3-1B-hf", "OpenGVLab/InternVL3-8B-hf"),
-            **_LLAVA_LIKE,
-            lora={
-                "vision_tower": LoraScope(
-                    "model.vision_tower", ("q_proj", "k_proj", "v_proj", "projection_layer", "fc1", "fc2")
-                ),
-                "projector": LoraScope("model.multi_modal_projector", ("linear_1", "linear_2")),
-                "language_model": LoraScope("model.language_model", _LLM_LINEARS),
-            },
-            template=INTERNVL_TEMPLATE,
-            processor_settings={"crop_to_patches": False},  # one 448px tile, 256 tokens
-        ),
-        Family(
-            name="idefics3",
-            model_types=("idefics3",),
-            model_class="Idefics3ForConditionalGeneration",
-            examples=("HuggingFaceM4/Idefics3-8B-Llama3",),
-            **_IDEFICS_LIKE,
-            template="trl:idefics3_training",
-            processor_settings={"do_image_splitting": False},
-        ),
-        Family(
-            name="smolvlm",
-            model_types=("smolvlm",),
-            model_class="SmolVLMForConditionalGeneration",
-            examples=("HuggingFaceTB/SmolVLM-256M-Instruct", "HuggingFaceTB/SmolVLM2-2.2B-Instruct"),
-            **_IDEFICS_LIKE,
-            template="trl:smolvlm_training",
-            processor_settings={"do_image_splitting": False},
-        ),
-        Family(
-            name="gemma3",
-            model_types=("gemma3",),
-            model_class="Gemma3ForConditionalGeneration",
-            examples=("google/gemma-3-4b-it",),
-            **_LLAVA_LIKE,
-            lora={
-                "vision_tower": LoraScope("model.vision_tower", _VIT_LINEARS),
-                "language_model": LoraScope("model.language_model", _LLM_LINEARS),
-            },
-            template="trl:gemma3_training",
-            processor_settings={"do_pan_and_scan": False},
-            notes="The projector has no Linear layer (a bare weight matrix); under LoRA it is trained via modules_to_save.",
-        ),
-    )
-}
+FAMILIES: Registry[Family] = Registry("model family", fix="supported families: {names}")
+for _family in (
+    Family(
+        name="llava",
+        model_types=("llava",),
+        model_class="LlavaForConditionalGeneration",
+        examples=("llava-hf/llava-1.5-7b-hf", "llava-hf/llava-1.5-13b-hf"),
+        **_LLAVA_LIKE,
+        lora={
+            "vision_tower": LoraScope("model.vision_tower", _VIT_LINEARS),
+            "projector": LoraScope("model.multi_modal_projector", ("linear_1", "linear_2")),
+            "language_model": LoraScope("model.language_model", _LLM_LINEARS),
+        },
+        template=LLAVA_TEMPLATE,
+        processor_settings={},  # fixed 336x336 CLIP input, 576 image tokens
+        tiny=tiny.llava,
+    ),
+    Family(
+        name="llava_next",
+        model_types=("llava_next",),
+        model_class="LlavaNextForConditionalGeneration",
+        examples=("llava-hf/llava-v1.6-mistral-7b-hf",),
+        vision_tower=("model.vision_tower",),
+        projector=("model.multi_modal_projector", "model.image_newline"),
+        language_model=("model.language_model", "lm_head"),
+        lora={
+            "vision_tower": LoraScope("model.vision_tower", _VIT_LINEARS),
+            "projector": LoraScope("model.multi_modal_projector", ("linear_1", "linear_2")),
+            "language_model": LoraScope("model.language_model", _LLM_LINEARS),
+        },
+        template="trl:llava_next_training",
+        # Pathology patches are small: a single 336px grid keeps the sequence short.
+        processor_settings={"image_grid_pinpoints": [[336, 336]]},
+        notes="`model.image_newline` is a bare parameter: trained under full FT only, not by modules_to_save.",
+    ),
+    Family(
+        name="qwen2_vl",
+        model_types=("qwen2_vl",),
+        model_class="Qwen2VLForConditionalGeneration",
+        examples=("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct"),
+        **_QWEN_LIKE,
+        lora={
+            "vision_tower": LoraScope("model.visual.blocks", ("qkv", "proj", "fc1", "fc2")),
+            "projector": LoraScope("model.visual.merger", ("mlp.0", "mlp.2")),
+            "language_model": LoraScope("model.language_model", _LLM_LINEARS),
+        },
+        template="trl:qwen2_5_vl_training",  # Qwen2-VL ships a byte-identical template
+        processor_settings={"size": {"shortest_edge": 56 * 56, "longest_edge": 448 * 448}},
+        tiny=tiny.qwen2_vl,
+    ),
+    Family(
+        name="qwen2_5_vl",
+        model_types=("qwen2_5_vl",),
+        model_class="Qwen2_5_VLForConditionalGeneration",
+        examples=("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"),
+        **_QWEN_LIKE,
+        lora={
+            "vision_tower": LoraScope("model.visual.blocks", ("qkv", "proj", "gate_proj", "up_proj", "down_proj")),
+            "projector": LoraScope("model.visual.merger", ("mlp.0", "mlp.2")),
+            "language_model": LoraScope("model.language_model", _LLM_LINEARS),
+        },
+        template="trl:qwen2_5_vl_training",
+        # min/max pixels: <= 256 visual tokens per 448x448 patch.
+        processor_settings={"size": {"shortest_edge": 56 * 56, "longest_edge": 448 * 448}},
+        tiny=tiny.qwen2_5_vl,
+    ),
+    Family(
+        name="internvl",
+        model_types=("internvl",),
+        model_class="InternVLForConditionalGeneration",
+        examples=("OpenGVLab/InternVL3-1B-hf", "OpenGVLab/InternVL3-8B-hf"),
+        **_LLAVA_LIKE,
+        lora={
+            "vision_tower": LoraScope(
+                "model.vision_tower", ("q_proj", "k_proj", "v_proj", "projection_layer", "fc1", "fc2")
+            ),
+            "projector": LoraScope("model.multi_modal_projector", ("linear_1", "linear_2")),
+            "language_model": LoraScope("model.language_model", _LLM_LINEARS),
+        },
+        template=INTERNVL_TEMPLATE,
+        processor_settings={"crop_to_patches": False},  # one 448px tile, 256 tokens
+    ),
+    Family(
+        name="idefics3",
+        model_types=("idefics3",),
+        model_class="Idefics3ForConditionalGeneration",
+        examples=("HuggingFaceM4/Idefics3-8B-Llama3",),
+        **_IDEFICS_LIKE,
+        template="trl:idefics3_training",
+        processor_settings={"do_image_splitting": False},
+        tiny=tiny.idefics3,
+    ),
+    Family(
+        name="smolvlm",
+        model_types=("smolvlm",),
+        model_class="SmolVLMForConditionalGeneration",
+        examples=("HuggingFaceTB/SmolVLM-256M-Instruct", "HuggingFaceTB/SmolVLM2-2.2B-Instruct"),
+        **_IDEFICS_LIKE,
+        template="trl:smolvlm_training",
+        processor_settings={"do_image_splitting": False},
+        tiny=tiny.smolvlm,
+    ),
+    Family(
+        name="gemma3",
+        model_types=("gemma3",),
+        model_class="Gemma3ForConditionalGeneration",
+        examples=("google/gemma-3-4b-it",),
+        **_LLAVA_LIKE,
+        lora={
+            "vision_tower": LoraScope("model.vision_tower", _VIT_LINEARS),
+            "language_model": LoraScope("model.language_model", _LLM_LINEARS),
+        },
+        template="trl:gemma3_training",
+        processor_settings={"do_pan_and_scan": False},
+        notes="The projector has no Linear layer (a bare weight matrix); under LoRA it is trained via modules_to_save.",
+    ),
+):
+    FAMILIES.register(_family.name, _family)
+
 
 _BY_MODEL_TYPE = {mt: f for f in FAMILIES.values() for mt in f.model_types}
 
 
 def supported() -> str:
-    return ", ".join(sorted(FAMILIES))
+    """The family names, comma-separated (for error messages)."""
+    return ", ".join(FAMILIES.names())
+
+
+def list_families() -> list[str]:
+    """Every registered family name, sorted."""
+    return FAMILIES.names()
+
+
+def tiny_families() -> list[str]:
+    """Families with a tiny random-model factory (`pathinsight models tiny --family ...`)."""
+    return [f.name for f in FAMILIES.values() if f.tiny is not None]
 
 
 def get_family(name: str) -> Family:
-    """Family by registry name (e.g. `llava`, `qwen2_5_vl`)."""
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise InputError(f"unknown model family {name!r}", fix=f"supported families: {supported()}") from None
+    """Family by registry name (e.g. `llava`, `qwen2_5_vl`); unknown names name the closest family."""
+    return FAMILIES.get(name)
 
 
 def detect_family(config: Any, *, trust_remote_code: bool = False) -> Family:

@@ -4,11 +4,14 @@ Used by tests, demos and smoke runs: each factory trains a small byte-level BPE 
 in-code corpus, wraps it in the family's real processor class and instantiates the family's real
 `...ForConditionalGeneration` class from a shrunken config. The saved directory loads with
 `AutoModelForImageTextToText.from_pretrained(dir)` and `AutoProcessor.from_pretrained(dir)`.
+
+The factories (`llava`, `qwen2_5_vl`, `qwen2_vl`, `idefics3`, `smolvlm`) hang off their family in the
+registry (`families.Family.tiny`); `build_tiny_model(name)` looks the family up there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,43 @@ class TinySpec:
     vocab_size: int = 512
 
 
+def spread_weights(model: Any, seed: int = 0, std: float = 0.1) -> Any:
+    """Re-draw every weight matrix from N(0, std^2), seeded: at the default init (std 0.02) a tiny random
+    model gives the same answer whatever the input, which would make comparisons of outputs trivial."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, std)
+    return model
+
+
+def train_byte_bpe(corpus: Iterable[str], special_tokens: list[str], vocab_size: int, *,
+                   lowercase: bool = False) -> Any:
+    """A `tokenizers` byte-level BPE trained on `corpus` (after NFC + lower-casing with `lowercase`).
+
+    Byte-level so any text encodes without unknown tokens; special tokens are added first so their
+    ids are stable across runs.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    if lowercase:
+        tokenizer.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    return tokenizer
+
+
 def build_tokenizer(
     special_tokens: list[str],
     *,
@@ -64,24 +104,10 @@ def build_tokenizer(
     vocab_size: int = 512,
     extra: dict[str, str] | None = None,
 ) -> Any:
-    """Train a byte-level BPE on `_CORPUS` and wrap it as a fast `transformers` tokenizer.
-
-    Byte-level so any text encodes without unknown tokens; special tokens are added first so their
-    ids are stable across runs.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """Train a byte-level BPE on `_CORPUS` (`train_byte_bpe`) and wrap it as a fast `transformers` tokenizer."""
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=special_tokens,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(_CORPUS, trainer=trainer)
+    tokenizer = train_byte_bpe(_CORPUS, special_tokens, vocab_size)
     named = {"bos_token": bos, "eos_token": eos, "pad_token": pad, "unk_token": unk}
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
@@ -96,7 +122,8 @@ def build_tokenizer(
 # ---------------------------------------------------------------- llava (LLaVA-1.5-hf layout)
 
 
-def _llava(spec: TinySpec) -> tuple[Any, Any]:
+def llava(spec: TinySpec) -> tuple[Any, Any]:
+    """Tiny LLaVA-1.5-hf: CLIP vision tower, two-layer projector, Llama text model."""
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -172,6 +199,7 @@ _QWEN_SPECIALS = [
 
 
 def _qwen(spec: TinySpec, version: str) -> tuple[Any, Any]:
+    """Tiny Qwen2-VL (`version` "2") or Qwen2.5-VL ("2.5") with the checkpoints' chat template."""
     import transformers
     from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
@@ -251,6 +279,7 @@ def _qwen(spec: TinySpec, version: str) -> tuple[Any, Any]:
 
 
 def _idefics3(spec: TinySpec, flavour: str = "idefics3") -> tuple[Any, Any]:
+    """Tiny Idefics3 or SmolVLM (`flavour`): SigLIP vision model, pixel-shuffle connector, Llama."""
     import transformers
 
     from pathinsight_models.families import trl_template
@@ -314,25 +343,35 @@ def _idefics3(spec: TinySpec, flavour: str = "idefics3") -> tuple[Any, Any]:
     return model, processor
 
 
-TINY_FACTORIES: dict[str, Callable[[TinySpec], tuple[Any, Any]]] = {
-    "llava": _llava,
-    "qwen2_5_vl": lambda spec: _qwen(spec, "2.5"),
-    "qwen2_vl": lambda spec: _qwen(spec, "2"),
-    "idefics3": _idefics3,
-    # SmolVLM shares Idefics3's architecture; its processor needs the extra `num2words` package.
-    "smolvlm": lambda spec: _idefics3(spec, "smolvlm"),
-}
+def qwen2_5_vl(spec: TinySpec) -> tuple[Any, Any]:
+    """Tiny Qwen2.5-VL."""
+    return _qwen(spec, "2.5")
+
+
+def qwen2_vl(spec: TinySpec) -> tuple[Any, Any]:
+    """Tiny Qwen2-VL."""
+    return _qwen(spec, "2")
+
+
+def idefics3(spec: TinySpec) -> tuple[Any, Any]:
+    """Tiny Idefics3."""
+    return _idefics3(spec, "idefics3")
+
+
+def smolvlm(spec: TinySpec) -> tuple[Any, Any]:
+    """Tiny SmolVLM (Idefics3's architecture; its processor needs the extra `num2words` package)."""
+    return _idefics3(spec, "smolvlm")
 
 
 def build_tiny_model(family: str, seed: int = 0, **spec_overrides: Any) -> tuple[Any, Any]:
     """Return `(model, processor)` of a tiny random model of `family` (seeded)."""
     import torch
 
-    if family not in TINY_FACTORIES:
-        raise InputError(
-            f"no tiny factory for family {family!r}",
-            fix=f"use one of: {', '.join(sorted(TINY_FACTORIES))}",
-        )
+    from pathinsight_models.families import FAMILIES, tiny_families
+
+    factory = FAMILIES.get(family).tiny if family in FAMILIES else None
+    if factory is None:
+        raise InputError(f"no tiny factory for family {family!r}", fix=f"use one of: {', '.join(tiny_families())}")
     spec = TinySpec(**spec_overrides)
     if spec.image_size % spec.patch_size or (spec.image_size // spec.patch_size) % 2:
         raise InputError(
@@ -341,7 +380,7 @@ def build_tiny_model(family: str, seed: int = 0, **spec_overrides: Any) -> tuple
         )
     torch.manual_seed(seed)
     try:
-        model, processor = TINY_FACTORIES[family](spec)
+        model, processor = factory(spec)
     except ImportError as exc:
         raise InputError(f"cannot build the tiny {family} model: {exc}", fix="install the package named above") from exc
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id

@@ -37,6 +37,7 @@ def test_load_dataset_every_config(sample_build):
     assert {s: len(everything[s]) for s in SPLITS} == total
 
 
+@pytest.mark.slow
 def test_streaming_round_trip(sample_build):
     out = str(sample_build.output)
     for config in (*TASK_CONFIGS, "all"):
@@ -77,6 +78,7 @@ def test_generator_based_builder(sample_sources, tmp_path, sample_build):
     assert ds["train"][0]["image_sha256"] == parquet[0]["image_sha256"]
 
 
+@pytest.mark.slow  # worker processes
 def test_num_proc_gives_the_same_digest(sample_sources, sample_build, tmp_path):
     result = build(sample_sources, tmp_path / "out", num_proc=2)
     assert result.digest == sample_build.digest
@@ -126,8 +128,13 @@ def test_existing_output_needs_overwrite(sample_sources, tmp_path, capsys):
     assert main(argv) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "mine"
-    assert main([*argv, "--overwrite"]) == 0
-    assert not (out / "keep.txt").exists() and (out / "manifest.json").exists()
+    assert main([*argv, "--overwrite"]) == 2  # not an earlier build: --overwrite must not delete it
+    assert "not an earlier" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    assert main(argv) == 0  # an empty folder is fine
+    (out / "stale.txt").write_text("old")
+    assert main([*argv, "--overwrite"]) == 0  # an earlier build is replaced
+    assert not (out / "stale.txt").exists() and (out / "manifest.json").exists()
 
 
 def test_failure_mid_build_leaves_nothing(tmp_path):
@@ -164,3 +171,28 @@ def test_two_builds_in_same_named_folders_do_not_share_load_dataset_cache(sample
     assert len(big) == sum(sample_build.counts["classification"]["train"].values())
     info = yaml.safe_load((small.output / "README.md").read_text().split("---")[1])["dataset_info"]
     assert {i["config_name"] for i in info} == {"all", "classification"}
+
+
+def test_cli_default_output_is_pathenhanceds_in_the_working_directory(sample_sources, tmp_path, monkeypatch, capsys):
+    root = next(iter(sample_sources.values())).parent
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["data", "build", "--sources-dir", str(root), "--pcam-train-size", "20"]) == 0
+    capsys.readouterr()
+    ds = datasets.load_dataset("pathenhanceds", "captioning", split="test")  # the card's literal call
+    assert len(ds) > 0 and ds[0]["task"] == "captioning"
+
+
+def test_cli_refuses_to_build_into_the_package_folder(sample_sources, tmp_path, monkeypatch, capsys):
+    repo = tmp_path / "repo"
+    (repo / "pathenhanceds").mkdir(parents=True)
+    (repo / "pathenhanceds" / "__init__.py").write_text('"""the package"""\n')
+    monkeypatch.chdir(repo)
+    root = next(iter(sample_sources.values())).parent
+    assert main(["data", "build", "--sources-dir", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "it is a Python package" in err and "current directory is the PathInsight repository" in err
+    assert "fix:" in err
+    assert sorted(p.name for p in (repo / "pathenhanceds").iterdir()) == ["__init__.py"]
+    assert sorted(p.name for p in repo.iterdir()) == ["pathenhanceds"]

@@ -19,6 +19,7 @@ from support.hub_server import HubServer
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio / gradio_client are imported
 pytest.importorskip("torch")
+pytestmark = pytest.mark.slow  # every test uses the `repos` fixture: a training run + four pushes
 
 from huggingface_hub import HfApi  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -56,7 +57,8 @@ def repos(hub: HubServer, sample_build, tmp_path_factory: pytest.TempPathFactory
     push_model(run, merged_id, merged=True, base_model_id=base_id, dataset_id=data_id)
     image = root / "patch.png"
     Image.new("RGB", (48, 40), (190, 70, 160)).save(image)
-    return {"root": root, "base_dir": base_dir, "run": run, "adapter": adapter_id, "merged": merged_id, "image": image}
+    return {"root": root, "base_dir": base_dir, "base_id": base_id, "run": run, "adapter": adapter_id,
+            "merged": merged_id, "image": image}
 
 
 def _local_answer(repos: dict, question: str = QUESTION) -> str:
@@ -69,7 +71,7 @@ def _local_answer(repos: dict, question: str = QUESTION) -> str:
 
 
 def test_answer_from_adapter_and_merged_repos(repos: dict, tmp_path: Path):
-    from pathinsight_models.training.export import merge_adapter
+    from pathinsight_models.training.artifacts import merge_adapter
 
     expected = _local_answer(repos)
     assert isinstance(expected, str) and expected  # greedy tokens of the tuned model, decoded
@@ -138,9 +140,10 @@ def test_demo_space_answers_through_gradio_api(repos: dict):
 
 def test_eval_runner_loads_an_adapter_repo_at_a_pinned_revision(repos: dict):
     """`from_pretrained(adapter_repo, revision=sha)` would look for `sha` in the base repo too."""
-    from pathinsight_models.evaluation.runner import load_model
+    from pathinsight_models.loading import load_for_inference
 
     sha = HfApi().model_info(repos["adapter"]).sha
-    model, processor, info = load_model(repos["adapter"], revision=sha, device="cpu")
+    model, processor, info = load_for_inference(repos["adapter"], revision=sha, device="cpu")
     assert info["id"] == repos["adapter"] and info["revision"] == sha  # provenance names the repo, not a cache path
+    assert info["commit"] == sha and info["base_model"] == repos["base_id"] and info["processor_from"] == repos["adapter"]
     assert answer(model, processor, repos["image"], QUESTION, TOKENS) == _local_answer(repos)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from pathinsight_models.cli import main
 
 
+@pytest.mark.slow
 def test_demo_pipeline_runs_every_stage(tmp_path, capsys):
     out = tmp_path / "demo"
     code = main(["demo", "--output", str(out), "--max-steps", "2", "--eval-limit", "6"])

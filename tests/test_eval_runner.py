@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pathenhanceds.recipes.prompts import CRC_CLASSES, CRC_QUERY, PCAM_CANCER_QUESTIONS, PCAM_NO, PCAM_YES
+from pathenhanceds.labels import CRC_CLASSES, PCAM_NO, PCAM_YES
 from pathenhanceds.schema import FEATURES, make_messages
+from pathenhanceds.selection.prompts import CRC_QUERY, PCAM_CANCER_QUESTIONS
 from pathinsight_models.cli import main
-from pathinsight_models.tiny import save_tiny_model
+from pathinsight_models.tiny import save_tiny_model, spread_weights
 
 FAMILIES = ("llava", "qwen2_5_vl", "idefics3")
 DIGEST = "0123456789abcdef" * 4
@@ -115,16 +116,11 @@ def _items(n: int = 9):
 
 
 def _spread(model):
-    """Re-draw weight matrices with std 0.1 (seeded): at the default 0.02 a tiny random model gives the
-    same answer whatever the input, which would make batched == per-item hold trivially."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 0.1)
-    return model
+    """Weights re-drawn with std 0.1 (seed 0): otherwise batched == per-item would hold trivially."""
+    return spread_weights(model, seed=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_batched_generation_equals_per_item_loop(tiny, family):
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -164,7 +160,7 @@ def test_eval_run_writes_results_predictions_report(tiny, build_dir, tmp_path, c
             assert unparsed == r["parse_failures"]
             assert all(x["correct"] is False for x in lines if x["parsed"] is None)
     assert res["tasks"]["crc"]["prompts"]["most_common"][0]["text"] == CRC_QUERY
-    assert set(res["tasks"]["pathvqa"]["metrics"]) == {"llava-med", "quilt", "exact"}
+    assert set(res["tasks"]["pathvqa"]["metrics"]) == {"llava-med", "quilt", "normalized", "exact", "llava-med-pre35"}
     assert (out / "confusion_crc.png").read_bytes()[:4] == b"\x89PNG"
     report = (out / "report.md").read_text()
     assert "## crc" in report and "unparsed answers" in report and DIGEST in report
@@ -235,6 +231,17 @@ def test_runner_pathmmu_never_guesses(tiny, tmp_path):
     assert all(x["correct"] is False for x in lines if x["parsed"] is None)
     assert r["metrics"]["strict"]["accuracy"]["value"] == pytest.approx(np.mean([x["correct"] for x in lines]))
     assert "accuracy_PubMed" in r["metrics"]["strict"] and r["data"]["data_json_sha256"]
+
+
+def test_runner_runs_the_registry_default_tasks(tiny, build_dir, tmp_path):
+    """Without `tasks`, the runner runs `default_tasks()`: the list `eval --help` and the leaderboard show."""
+    from pathinsight_models.evaluation.runner import run_evaluation
+    from pathinsight_models.evaluation.tasks import default_tasks
+
+    res = run_evaluation(str(tiny["llava"]), str(build_dir), output=tmp_path / "d", limit=2, n_resamples=0,
+                         max_new_tokens=2, progress=False)
+    assert list(res["tasks"]) == default_tasks() == ["crc", "pcam", "captioning", "pathvqa"]
+    assert res["model"]["id"] == str(tiny["llava"]) and res["model"]["processor_from"] == str(tiny["llava"])
 
 
 def test_runner_input_errors(tiny, build_dir, tmp_path, capsys):

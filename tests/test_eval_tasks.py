@@ -10,13 +10,13 @@ from nltk.translate.bleu_score import sentence_bleu
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 from pathenhanceds.errors import InputError
-from pathenhanceds.recipes.prompts import CRC_CLASSES
+from pathenhanceds.labels import CRC_CLASSES
 from pathenhanceds.schema import make_messages
 from pathinsight_models.cli import main
 from pathinsight_models.evaluation.bootstrap import bootstrap, cluster_index, mean_stat
-from pathinsight_models.evaluation.pathmmu import read_pathmmu
 from pathinsight_models.evaluation.scoring import score_items
 from pathinsight_models.evaluation.tasks import conversation_items, get_task, single_turn_items
+from pathinsight_models.evaluation.tasks.pathmmu import read_pathmmu
 from pathinsight_models.metrics.bleu1 import bleu1
 from pathinsight_models.metrics.pathvqa import pathvqa
 from pathinsight_models.metrics.rouge import rouge
@@ -57,7 +57,8 @@ def test_open_metrics_of_each_mode():
     assert lm["open_precision"] == pytest.approx(1.0)
     assert lm["open_f1"] == pytest.approx(0.8)
     assert lm["open_bleu1"] == pytest.approx(sentence_bleu([ref.split()], ["squamous", "carcinoma"], weights=(1.0,)))
-    assert pathvqa.score_item(pred, ref, "open", "quilt") == {"closed": False, "open_recall": pytest.approx(2 / 3)}
+    assert pathvqa.score_item(pred, ref, "open", "quilt") == {"closed": False, "open_recall": pytest.approx(2 / 3),
+                                                              "open_precision": 1.0, "open_f1": pytest.approx(0.8)}
     assert pathvqa.score_item(pred, ref, "open", "exact")["open_accuracy"] == 0.0
     assert pathvqa.score_item("The squamous cell carcinoma.", ref, "open", "exact")["open_accuracy"] == 1.0
 

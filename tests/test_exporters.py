@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from pathenhanceds.errors import InputError
-from pathenhanceds.export.formats import FORMATS, export_dataset, image_extension, safe_name
+from pathenhanceds.formats import FORMATS, export_dataset, image_extension, safe_name
 from pathenhanceds.schema import FEATURES, make_messages, message_text
 
 
@@ -125,7 +125,8 @@ def test_output_protection_and_overwrite(built, tmp_path):
     assert "--overwrite" in err.value.fix
     (out / "stale.txt").write_text("old")
     result = export_dataset(built, "sharegpt", out, config="vqa", split="validation", overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["dataset_info.json", "images", "pathenhanceds_vqa_validation.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["dataset_info.json", "images", "manifest.json",
+                                                     "pathenhanceds_vqa_validation.json"]
     assert result.rows == len(json.loads(result.data_file.read_text()))
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary or old folders left
 

@@ -12,8 +12,8 @@ from transformers.utils.chat_template_utils import render_jinja_template
 
 from pathenhanceds.errors import InputError
 from pathenhanceds.schema import make_messages
-from pathinsight_models.families import FAMILIES, LORA_TARGET_SETS, detect_family, get_family
-from pathinsight_models.tiny import TINY_FACTORIES, build_tiny_model
+from pathinsight_models.families import FAMILIES, LORA_TARGET_SETS, detect_family, get_family, tiny_families
+from pathinsight_models.tiny import build_tiny_model
 from pathinsight_models.training.data import to_chat_messages
 
 _LLAMA = dict(model_type="llama", vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -53,7 +53,7 @@ def test_registry_covers_the_issue_families():
     assert {"llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "internvl", "idefics3", "smolvlm", "gemma3"} <= set(
         FAMILIES
     )
-    assert set(_REAL) <= set(TINY_FACTORIES)
+    assert set(_REAL) <= set(tiny_families())
     assert set(_META_CONFIGS) | set(_REAL) == set(FAMILIES)
 
 

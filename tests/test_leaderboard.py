@@ -18,6 +18,7 @@ from support.hub_fixtures import TEST_TOKEN
 from support.hub_server import HubServer, parse_card_data
 
 pytest.importorskip("torch")
+pytestmark = pytest.mark.slow  # a training run, Hub pushes and real evaluations (10-40 s per test)
 
 from huggingface_hub import HfApi  # noqa: E402
 

@@ -22,6 +22,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported
 pytest.importorskip("torch")
 pytest.importorskip("gradio", reason="gradio is not installed: the leaderboard Space cannot be rendered")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+pytestmark = pytest.mark.browser  # Chromium through Playwright: `make test-fast` skips it
 
 from huggingface_hub import HfApi  # noqa: E402
 

@@ -12,7 +12,7 @@ from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU
 from sklearn.metrics import balanced_accuracy_score, precision_recall_fscore_support
 
-from pathinsight_models.metrics import NAMES, metric_path
+from pathinsight_models.metrics import list_metrics, metric_path
 from pathinsight_models.metrics.bleu1 import bleu1
 from pathinsight_models.metrics.classification import classification
 from pathinsight_models.metrics.rouge import rouge
@@ -186,7 +186,7 @@ def test_evaluate_load_local_path_needs_no_network_even_online(guard_sockets, mo
     for var in ("HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     m = evaluate.load(metric_path("token_f1"), cache_dir=str(tmp_path))
-    assert m.compute(predictions=["a b c"], references=["a b"])["token_f1"] == pytest.approx(0.8)
+    assert m.compute(predictions=["x y z"], references=["x y"])["token_f1"] == pytest.approx(0.8)
 
 
 def test_evaluate_load_local_modules_offline(no_network, tmp_path, monkeypatch):
@@ -209,7 +209,7 @@ def test_evaluate_load_local_modules_offline(no_network, tmp_path, monkeypatch):
     assert v.compute(predictions=["normal tissue"], references=["no"], mode="llava-med")["closed_accuracy"] == 1.0
     t = load("token_f1", cache_dir=str(tmp_path / "c"))
     assert t.compute(predictions=["a b"], references=["a b"])["token_f1"] == 1.0
-    assert set(NAMES) == {"bleu1", "rouge", "classification", "pathvqa", "token_f1"}
+    assert set(list_metrics()) == {"bleu1", "rouge", "classification", "pathvqa", "token_f1"}
 
 
 def test_hub_name_is_not_what_we_use(no_network):

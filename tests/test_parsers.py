@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pathenhanceds.recipes.prompts import CRC_CLASSES, CRC_QUERY
+from pathenhanceds.labels import CRC_CLASSES
+from pathenhanceds.selection.prompts import CRC_QUERY
 from pathinsight_models.evaluation.parsers import (
     CRC_SYNONYMS,
     parse_choice,

@@ -95,6 +95,7 @@ def _no_token_anywhere(hub: HubServer, repo_id: str) -> None:
         assert TEST_TOKEN.encode() not in content, path
 
 
+@pytest.mark.slow
 def test_push_adapter_loads_with_from_pretrained(hub: HubServer, env: dict, hub_mark: int):
     repo_id = hub.new_repo_id("llava-pathinsight-lora")
     result = push_model(env["run"], repo_id, results=env["results"], base_model_id=env["base_id"],
@@ -142,6 +143,7 @@ def test_push_adapter_loads_with_from_pretrained(hub: HubServer, env: dict, hub_
     assert AutoProcessor.from_pretrained(repo_id).chat_template == AutoProcessor.from_pretrained(env["run"]).chat_template
 
 
+@pytest.mark.slow
 def test_push_merged_replaces_adapter_and_matches_logits(hub: HubServer, env: dict):
     repo_id = hub.new_repo_id("llava-pathinsight-merged")
     push_model(env["run"], repo_id, base_model_id=env["base_id"], dataset_id=env["data_id"])
@@ -165,6 +167,7 @@ def _copy_run(env: dict, tmp_path: Path) -> Path:
     return Path(shutil.copytree(env["run"], tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_refuses_local_paths_tokens_and_pickles(hub: HubServer, env: dict, tmp_path: Path):
     ids = {"base_model_id": env["base_id"], "dataset_id": env["data_id"]}
     repo_id = hub.new_repo_id("refused")
@@ -194,6 +197,7 @@ def test_refuses_local_paths_tokens_and_pickles(hub: HubServer, env: dict, tmp_p
         hub.get_repo(repo_id)  # nothing was created for refused pushes
 
 
+@pytest.mark.slow
 def test_cli_push_model(hub: HubServer, env: dict, capsys: pytest.CaptureFixture[str]):
     repo_id = hub.new_repo_id("cli-model")
     code = main(["push", "model", str(env["run"]), "--repo-id", repo_id, "--results", str(env["results"]),
@@ -206,6 +210,7 @@ def test_cli_push_model(hub: HubServer, env: dict, capsys: pytest.CaptureFixture
     assert "--base-model-id" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_push_full_finetune(hub: HubServer, env: dict, sample_build, tmp_path: Path):
     from pathinsight_models.training import train
 

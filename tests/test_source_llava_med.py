@@ -11,10 +11,11 @@ import pytest
 from PIL import Image
 
 from pathenhanceds.errors import InputError, RecordError
-from pathenhanceds.recipes import get_planner, resolve_options
-from pathenhanceds.recipes.base import PlanInput
+from pathenhanceds.selection import get_planner, resolve_options
+from pathenhanceds.selection.base import PlanInput
 from pathenhanceds.sources import BuildContext, get_source
-from pathenhanceds.sources.llava_med import parse_dialogue, pmid_of, strip_image_token
+from pathenhanceds.sources.instruct_json import strip_image_token
+from pathenhanceds.sources.llava_med import parse_dialogue, pmid_of
 
 DOMAINS = ("chest_xray", "mri", "ct_scan", "histology", "gross")
 _counter = iter(range(10**6))
@@ -133,8 +134,7 @@ def _bad(kind: str) -> Any:
     ("empty_conversations", "no conversations"),
     ("unknown_role", "unknown role 'doctor'"),
     ("unhashable_role", "unknown role \\['gpt'\\]"),
-    ("no_image_token", "0 '<image>' tokens"),
-    ("two_image_tokens", "2 '<image>' tokens"),
+    ("two_image_tokens", "2 '<image>' tokens, expected at most one"),
     ("token_in_later_turn", "turn 2 holds an '<image>'"),
     ("not_alternating", "must alternate"),
     ("ends_with_human", "unanswered"),

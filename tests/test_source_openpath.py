@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from pathenhanceds.errors import InputError, RecordError
-from pathenhanceds.recipes import get_planner, resolve_options
-from pathenhanceds.recipes.base import PlanInput
-from pathenhanceds.recipes.prompts import CAPTION_BRIEF, CAPTION_DETAILED
+from pathenhanceds.selection import get_planner, resolve_options
+from pathenhanceds.selection.base import PlanInput
+from pathenhanceds.selection.prompts import CAPTION_BRIEF, CAPTION_DETAILED
 from pathenhanceds.sources import BuildContext, get_source
 from pathenhanceds.sources.openpath import (
     clean_tweet_text,

@@ -11,11 +11,11 @@ import pytest
 import torch
 from datasets import Dataset
 from PIL import Image
+from support.training_fixtures import tiny_model_cache, write_built_dataset
 from transformers import AutoProcessor, TrainerCallback
 
 from pathenhanceds.schema import FEATURES, make_messages
 from pathinsight_models.families import get_family
-from pathinsight_models.tiny import save_tiny_model
 from pathinsight_models.training import load_recipe, train
 from pathinsight_models.training.collator import ExampleCache, VisionChatCollator, decode_images, same_batch
 from pathinsight_models.training.data import (
@@ -64,15 +64,7 @@ def dataset() -> Dataset:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    cache: dict[str, Path] = {}
-
-    def get(family: str) -> Path:
-        if family not in cache:
-            cache[family] = save_tiny_model(family, root / family, seed=0)
-        return cache[family]
-
-    return get
+    return tiny_model_cache(tmp_path_factory.mktemp("tiny"))
 
 
 def _setup(tiny, family: str):
@@ -254,22 +246,14 @@ class Batches(TrainerCallback):
 
 
 def _write_build(root: Path) -> Path:
-    data = root / "data" / "all"
-    data.mkdir(parents=True)
-    Dataset.from_list(_rows(12), features=FEATURES).to_parquet(str(data / "train-00000-of-00001.parquet"))
-    Dataset.from_list(_rows(16)[12:], features=FEATURES).to_parquet(str(data / "validation-00000-of-00001.parquet"))
-    (root / "README.md").write_text(
-        "---\nconfigs:\n- config_name: all\n  default: true\n  data_files:\n"
-        "  - split: train\n    path: data/all/train-*.parquet\n"
-        "  - split: validation\n    path: data/all/validation-*.parquet\n---\n"
-    )
-    return root
+    return write_built_dataset(root, {"train": _rows(12), "validation": _rows(16)[12:]})
 
 
 def _history(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_pretokenized_training_equals_tokenized_training(tiny, tmp_path):
     data = _write_build(tmp_path / "data")
     common = {"model_name_or_path": str(tiny("llava")), "dataset_name": str(data), "method": "full",

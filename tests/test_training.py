@@ -12,14 +12,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from datasets import Dataset
-from PIL import Image
 from safetensors.torch import load_file
+from support.training_fixtures import texture, tiny_model_cache, write_built_dataset
 from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
 
-from pathenhanceds.schema import FEATURES, make_messages
+from pathenhanceds.schema import make_messages
 from pathinsight_models.families import get_family
-from pathinsight_models.tiny import save_tiny_model
 from pathinsight_models.training import merge_adapter, train
 from pathinsight_models.training.collator import VisionChatCollator
 from pathinsight_models.training.trainer import training_chat_template
@@ -36,13 +34,8 @@ THREE_TURNS = [
 # ----------------------------------------------------------------------------------- fixtures
 
 
-def _texture(seed: int, size: int = 32) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray((rng.random((size, size, 3)) * 255).astype("uint8"))
-
-
 def _row(rid: str, seed: int, task: str, turns: list[tuple[str, str]]) -> dict:
-    return {"id": rid, "source": "test", "task": task, "images": [_texture(seed)],
+    return {"id": rid, "source": "test", "task": task, "images": [texture(seed)],
             "messages": make_messages(turns), "label": None, "answer_type": None,
             "image_sha256": ["0" * 64], "license": "CC-BY-4.0"}
 
@@ -60,16 +53,7 @@ def write_dataset(root: Path) -> Path:
             rows.append(_row(f"test/{i}", i, "conversation", THREE_TURNS))
     rows.insert(3, _row(OVERLONG_ID, 99, "captioning",
                         [("user", "Describe it."), ("assistant", " ".join(["adenocarcinoma"] * 200))]))
-    data = root / "data" / "all"
-    data.mkdir(parents=True)
-    Dataset.from_list(rows, features=FEATURES).to_parquet(str(data / "train-00000-of-00001.parquet"))
-    Dataset.from_list(rows[:2], features=FEATURES).to_parquet(str(data / "validation-00000-of-00001.parquet"))
-    (root / "README.md").write_text(
-        "---\nconfigs:\n- config_name: all\n  default: true\n  data_files:\n"
-        "  - split: train\n    path: data/all/train-*.parquet\n"
-        "  - split: validation\n    path: data/all/validation-*.parquet\n---\n"
-    )
-    return root
+    return write_built_dataset(root, {"train": rows, "validation": rows[:2]})
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +63,7 @@ def dataset_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    cache: dict[str, Path] = {}
-
-    def get(family: str) -> Path:
-        if family not in cache:
-            cache[family] = save_tiny_model(family, root / family, seed=0)
-        return cache[family]
-
-    return get
+    return tiny_model_cache(tmp_path_factory.mktemp("tiny"))
 
 
 class Recorder(TrainerCallback):
@@ -120,7 +96,7 @@ def _changed_components(family: str, before: dict, after: dict) -> dict[str, set
 
 
 def _inputs(processor, seed: int = 5):
-    messages = [{"role": "user", "content": [{"type": "image", "image": _texture(seed)},
+    messages = [{"role": "user", "content": [{"type": "image", "image": texture(seed)},
                                              {"type": "text", "text": "What tissue is shown?"}]}]
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
                                          return_tensors="pt")
@@ -140,8 +116,8 @@ def test_labels_are_exactly_the_assistant_turns(tiny, family):
     template = training_chat_template(processor, get_family(family))
     collator = VisionChatCollator(processor=processor, chat_template=template)
     batch = collator([
-        {"images": [_texture(1)], "messages": make_messages(THREE_TURNS)},
-        {"images": [_texture(2)], "messages": make_messages(THREE_TURNS[:2])},  # padded row
+        {"images": [texture(1)], "messages": make_messages(THREE_TURNS)},
+        {"images": [texture(2)], "messages": make_messages(THREE_TURNS[:2])},  # padded row
     ])
     tok = processor.tokenizer
     answers = [text for role, text in THREE_TURNS if role == "assistant"]
@@ -212,6 +188,7 @@ def llava_runs(tiny, dataset_dir, tmp_path_factory):
             "lora_rec": lora_rec, "root": root}
 
 
+@pytest.mark.slow
 def test_align_stage_trains_only_the_projector(tiny, llava_runs):
     out, rec = llava_runs["align"], llava_runs["align_rec"]
     fam = get_family("llava")
@@ -223,6 +200,7 @@ def test_align_stage_trains_only_the_projector(tiny, llava_runs):
     assert info["stage"] == "align" and info["trainable_parameters"]["language_model"]["trainable"] == 0
 
 
+@pytest.mark.slow
 def test_lora_outputs_and_trainable_set(llava_runs):
     out, rec = llava_runs["lora"], llava_runs["lora_rec"]
     for name in ("adapter_model.safetensors", "adapter_config.json", "recipe.yaml", "trainer_state.json",
@@ -230,7 +208,7 @@ def test_lora_outputs_and_trainable_set(llava_runs):
                  "tokenizer.json", "chat_template.jinja"):
         assert (out / name).is_file(), name
     adapter = json.loads((out / "adapter_config.json").read_text())
-    assert adapter["modules_to_save"] == ["model.multi_modal_projector"]
+    assert adapter["modules_to_save"] == ["multi_modal_projector"]  # no `model.`: loads onto both layouts
     assert adapter["r"] == 4 and adapter["base_model_name_or_path"] == str(llava_runs["align"])
     # Exactly LoRA A/B on the language model plus the projector copy learn; no LoRA on the vision tower.
     fam = get_family("llava")
@@ -251,6 +229,7 @@ def test_lora_outputs_and_trainable_set(llava_runs):
     assert all(np.isfinite(e["loss"]) for e in history if "loss" in e)
 
 
+@pytest.mark.slow
 def test_overlong_examples_are_dropped_and_counted(llava_runs):
     report = json.loads((llava_runs["lora"] / "data_report.json").read_text())
     assert report["max_length"] == 160
@@ -262,6 +241,7 @@ def test_overlong_examples_are_dropped_and_counted(llava_runs):
     assert saved["max_length"] == 160 and saved["method"] == "lora" and saved["resume"] is False
 
 
+@pytest.mark.slow
 def test_adapter_reloads_and_merges_with_identical_logits(llava_runs, tmp_path):
     from peft import PeftModel
 
@@ -280,6 +260,7 @@ def test_adapter_reloads_and_merges_with_identical_logits(llava_runs, tmp_path):
     assert AutoProcessor.from_pretrained(merged_dir).chat_template == processor.chat_template
 
 
+@pytest.mark.slow
 def test_resume_continues_the_step_count(llava_runs):
     out = llava_runs["lora"]
     assert (out / "checkpoint-2").is_dir()
@@ -303,6 +284,7 @@ def test_resume_continues_the_step_count(llava_runs):
          {"vision_tower", "projector", "language_model"}),
     ],
 )
+@pytest.mark.slow
 def test_lora_lands_where_asked(tiny, dataset_dir, tmp_path, family, extra, lora_on, learns):
     rec = Recorder()
     out = train(_recipe(tiny(family), dataset_dir, tmp_path / "o", method="lora", lora_r=4, **extra),
@@ -329,6 +311,7 @@ def test_lora_lands_where_asked(tiny, dataset_dir, tmp_path, family, extra, lora
         ("idefics3", {"tune_vision_tower": True, "tune_projector": False, "tune_language_model": True}),
     ],
 )
+@pytest.mark.slow
 def test_full_finetuning_follows_the_freeze_flags(tiny, dataset_dir, tmp_path, family, flags):
     rec = Recorder()
     out = train(_recipe(tiny(family), dataset_dir, tmp_path / "o", method="full", **flags), callbacks=[rec])
@@ -358,6 +341,8 @@ def test_full_finetuning_follows_the_freeze_flags(tiny, dataset_dir, tmp_path, f
 # ---------------------------------------------------------------------------- accelerate, 2 CPUs
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_process_cpu_run_trains_and_saves_once(tiny, dataset_dir, tmp_path):
     out = tmp_path / "ddp"
     recipe = tmp_path / "ddp.yaml"
@@ -378,6 +363,7 @@ def test_two_process_cpu_run_trains_and_saves_once(tiny, dataset_dir, tmp_path):
     assert (out / "adapter_model.safetensors").is_file() and not list(out.glob("checkpoint-*"))
 
 
+@pytest.mark.slow
 def test_trains_on_the_real_builder_output(tiny, sample_build, tmp_path):
     """The builder's dataset (all configs, every task) goes through the same path as the fixture above."""
     rec = Recorder()
@@ -391,6 +377,7 @@ def test_trains_on_the_real_builder_output(tiny, sample_build, tmp_path):
     assert report["train"]["total"] == 6 and report["train"]["kept"] + report["train"]["dropped"] == 6
 
 
+@pytest.mark.slow
 def test_eval_tasks_recipe_field_logs_task_metrics_next_to_loss(tiny, sample_build, tmp_path):
     """`eval_tasks` wires the evaluation callback: CRC metrics appear in the log at the chosen steps."""
     out = train(_recipe(tiny("llava"), sample_build.output, tmp_path / "o", dataset_config="classification",

@@ -32,7 +32,7 @@ def test_yaml_python_and_cli_layers(tmp_path):
     assert sft.learning_rate == 1e-5  # file
     assert args.vision_lr == 3e-6  # python override
     assert sft.max_steps == 30  # command line wins
-    assert (args.lora_r, args.lora_alpha) == (8, 64)
+    assert (recipe.model.lora_r, recipe.model.lora_alpha) == (8, 64)  # TRL's ModelConfig
     assert args.processor_kwargs == {"size": {"a": 1}}
     # The deprecated transformers name still switches checkpointing on.
     assert sft.activation_checkpointing is True and sft.gradient_checkpointing is True
@@ -59,10 +59,10 @@ def test_saved_recipe_round_trips(tmp_path):
 def test_stage_defaults_and_contradictions():
     align = load_recipe({**BASE, "stage": "align", "method": "full"}).args
     assert (align.tune_vision_tower, align.tune_projector, align.tune_language_model) == (False, True, False)
-    assert align.dataset_config == "captioning"
+    assert load_recipe({**BASE, "stage": "align", "method": "full"}).script.dataset_config == "captioning"
     finetune = load_recipe(BASE).args
     assert (finetune.tune_vision_tower, finetune.tune_projector, finetune.tune_language_model) == (True, True, True)
-    assert finetune.dataset_config == "all"
+    assert load_recipe(BASE).script.dataset_config == "all"
 
     with pytest.raises(InputError, match="method: full"):
         load_recipe({**BASE, "stage": "align", "method": "lora"})
@@ -82,9 +82,9 @@ def test_stage_defaults_and_contradictions():
 
 def test_lora_targets_follow_the_flags():
     family = get_family("llava")
-    args = RecipeArguments(**{k: v for k, v in BASE.items() if k != "output_dir"}, tune_vision_tower=False)
+    args = RecipeArguments(tune_vision_tower=False)
     assert params.lora_components(family, args) == ("language_model",)
-    args = RecipeArguments(**{k: v for k, v in BASE.items() if k != "output_dir"})
+    args = RecipeArguments()
     assert params.lora_components(family, args) == ("vision_tower", "language_model")
     args.lora_targets = "all_linear"
     assert params.lora_components(family, args) == ("vision_tower", "projector", "language_model")
@@ -133,12 +133,14 @@ def test_to_chat_messages_is_pure_and_drops_none():
     ]
 
 
-def test_cli_hands_unknown_options_to_the_recipe_parser():
-    args = build_parser(["train"]).parse_args(
-        ["train", "--config", "r.yaml", "--learning_rate", "1e-5", "--resume", "--max_steps", "3"]
-    )
-    assert args.config == Path("r.yaml") and args.resume
-    assert args.overrides == ["--learning_rate", "1e-5", "--max_steps", "3"]
+def test_cli_hands_every_argument_to_trls_parser(tmp_path):
+    argv = ["--config", "r.yaml", "--learning_rate", "1e-5", "--resume", "--max_steps", "3"]
+    args = build_parser(["train"]).parse_args(["train", *argv])
+    assert args.arguments == argv  # verbatim: TrlParser reads them (see tests/test_train_cli.py)
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    recipe = load_recipe(None, cli_args=[a if a != "r.yaml" else str(path) for a in argv])
+    assert recipe.args.resume and recipe.sft.learning_rate == 1e-5 and recipe.sft.max_steps == 3
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA failure path")

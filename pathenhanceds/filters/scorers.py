@@ -55,7 +55,8 @@ class Scorer(Protocol):
     model_id: str
     prompts: tuple[str, ...]
 
-    def score(self, images: Sequence[Image.Image], texts: Sequence[str] | None = None) -> list[float]: ...
+    def score(self, images: Sequence[Image.Image], texts: Sequence[str] | None = None) -> list[float]:
+        """One score per image (`texts`: one caption per image, for scorers that need them)."""
 
 
 # ------------------------------------------------------------------------------------------ open_clip
@@ -71,6 +72,7 @@ class OpenClipEncoder:
     weights_sha256: str | None = None
 
     def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """L2-normalised image embeddings, one row per image."""
         import torch
 
         batch = torch.stack([self.preprocess(img.convert("RGB")) for img in images]).to(self.device)
@@ -78,6 +80,7 @@ class OpenClipEncoder:
             return self.model.encode_image(batch, normalize=True).float()
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised text embeddings, one row per text."""
         import torch
 
         tokens = self.tokenizer(list(texts)).to(self.device)
@@ -86,6 +89,7 @@ class OpenClipEncoder:
 
     @property
     def logit_scale(self) -> float:
+        """The model's learned softmax temperature (exp of its logit scale)."""
         return float(self.model.logit_scale.exp().item())
 
 
@@ -104,6 +108,7 @@ class HEScorer:
 
     @property
     def model_id(self) -> str:
+        """The scoring model's id (recorded in the scores file)."""
         return self.encoder.model_id
 
     def probabilities(self, image_features: torch.Tensor) -> torch.Tensor:
@@ -114,9 +119,11 @@ class HEScorer:
         return logits.softmax(dim=-1)
 
     def score_features(self, image_features: torch.Tensor) -> list[float]:
+        """P(H&E) per image from precomputed image embeddings."""
         return self.probabilities(image_features)[:, self.positive].tolist()
 
     def score(self, images: Sequence[Image.Image], texts: Sequence[str] | None = None) -> list[float]:
+        """P(H&E) per image."""
         if not images:
             return []
         return self.score_features(self.encoder.embed_images(images))
@@ -131,14 +138,17 @@ class SimilarityScorer:
 
     @property
     def model_id(self) -> str:
+        """The scoring model's id (recorded in the scores file)."""
         return self.encoder.model_id
 
     def score_features(self, image_features: torch.Tensor, texts: Sequence[str]) -> list[float]:
+        """Cosine similarity of each precomputed image embedding with its caption."""
         if len(texts) != len(image_features):
             raise ValueError("one caption per image is needed")
         return (image_features * self.encoder.embed_texts(texts)).sum(dim=-1).tolist()
 
     def score(self, images: Sequence[Image.Image], texts: Sequence[str] | None = None) -> list[float]:
+        """Cosine similarity of each image with its caption."""
         if texts is None or len(texts) != len(images):
             raise ValueError("SimilarityScorer needs one caption per image")
         if not images:
@@ -283,6 +293,7 @@ def _flush(batch: list[_Pending], he: Scorer | None, sim: Scorer | None, p_he: d
 def iter_source_records(
     sources: Mapping[str, Source], ctx: BuildContext, subsets: set[str] | None = None
 ) -> Iterator[tuple[Source, SourceRecord]]:
+    """(source, record) pairs of every source, optionally only of the given subsets."""
     for name, source in sources.items():
         for rec in tqdm(source.records(ctx), desc=f"reading {name}", unit="rec", leave=False):
             if subsets is None or rec.subset in subsets:

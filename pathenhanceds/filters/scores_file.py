@@ -5,7 +5,7 @@ The model id, prompts and threshold used go into the parquet schema metadata, so
 a scores file made by another model or for other images instead of silently filtering with it.
 
 Selections (`select_he`, `select_top_k`) take SourceRecords or anything with a `.record` (RowPlans),
-so recipes can filter before any pixels are loaded; `ScoreTable.verify_image` then checks, when the
+so selections can filter before any pixels are loaded; `ScoreTable.verify_image` then checks, when the
 pixels are loaded, that the image is still the one that was scored.
 """
 
@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -45,6 +44,7 @@ _SCORE_FIX = "re-run `pathinsight data score` with the same --source paths (and 
 
 @dataclass(frozen=True, slots=True)
 class ScoreRow:
+    """Scores of one source record: its image SHA-256, P(H&E) and (optionally) image-caption similarity."""
     image_sha256: str
     source: str
     record_id: str
@@ -66,12 +66,14 @@ class ScoreMeta:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
+        """The metadata as the JSON bytes stored in the parquet schema metadata."""
         data = asdict(self)
         data["prompts"] = list(self.prompts)
         return json.dumps(data, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, raw: bytes, path: Path) -> ScoreMeta:
+        """Parse the stored metadata; malformed metadata is an `InputError` naming `path`."""
         try:
             data = json.loads(raw)
             meta = cls(
@@ -111,14 +113,17 @@ class ScoreTable:
 
     @property
     def model_id(self) -> str:
+        """Id of the model that produced the scores."""
         return self.meta.model_id
 
     @property
     def prompts(self) -> tuple[str, ...]:
+        """The text prompts the P(H&E) score was computed with."""
         return self.meta.prompts
 
     @property
     def threshold(self) -> float:
+        """The P(H&E) threshold recorded with the scores."""
         return self.meta.threshold
 
     def __len__(self) -> int:
@@ -128,6 +133,7 @@ class ScoreTable:
         return sha in self._by_sha
 
     def shas(self) -> set[str]:
+        """SHA-256 of every scored image."""
         return set(self._by_sha)
 
     def get(self, sha: str) -> ScoreRow | None:
@@ -135,18 +141,21 @@ class ScoreTable:
         return self._by_sha.get(sha)
 
     def p_he(self, sha: str) -> float | None:
+        """P(H&E) of an image by SHA-256, or None if it was not scored."""
         row = self._by_sha.get(sha)
         return None if row is None else row.p_he
 
     def similarity(self, sha: str) -> float | None:
         """The highest caption similarity among this image's records."""
-        values = [r.similarity for r in self.rows_of(sha) if r.similarity is not None]
+        values = [r.similarity for r in self.rows_of(sha) if r.similarity is not None and not math.isnan(r.similarity)]
         return max(values) if values else None
 
     def rows_of(self, sha: str) -> list[ScoreRow]:
+        """Every score row of an image (one per record that uses it)."""
         return list(self._all_by_sha.get(sha, ()))
 
     def for_record(self, source: str, record_id: str) -> ScoreRow | None:
+        """The score row of one source record, or None."""
         return self._by_record.get((source, record_id))
 
     def he_keep(self, sha: str, threshold: float | None = None) -> bool:
@@ -183,20 +192,14 @@ class ScoreTable:
 # ------------------------------------------------------------------------------------------------ I/O
 def write_scores(table: ScoreTable, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Write `table` as parquet (temp file + rename, so a crash leaves no half-written file)."""
+    from ..atomic import atomic_output_file
+
     path = Path(path).expanduser()
-    if path.exists() and not overwrite:
-        raise InputError("scores file already exists", file=path, fix="pass --overwrite or choose another --output")
-    path.parent.mkdir(parents=True, exist_ok=True)
     columns = {name: [getattr(r, name) for r in table.rows] for name in SCHEMA.names}
     arrow = pa.Table.from_pydict(columns, schema=SCHEMA.with_metadata({META_KEY: table.meta.to_json()}))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    try:
+    # --overwrite replaces only an earlier scores file; a failed write leaves neither temp nor half a file.
+    with atomic_output_file(path, overwrite=overwrite, kind="scores") as tmp:
         pq.write_table(arrow, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -233,11 +236,14 @@ def read_scores(
     if missing_cols:
         raise InputError(f"scores file lacks column(s) {', '.join(missing_cols)}", file=path, fix=_SCORE_FIX)
     data = arrow.select(SCHEMA.names).to_pydict()
+    # NaN is how scorers and pandas spell "no score": treat it as missing. An infinite score is nonsense.
+    for name in ("p_he", "similarity"):
+        data[name] = [None if isinstance(v, float) and math.isnan(v) else v for v in data[name]]
     rows = [ScoreRow(*values) for values in zip(*(data[c] for c in SCHEMA.names), strict=True)]
     for row in rows:
         for value in (row.p_he, row.similarity):
             if value is not None and not math.isfinite(value):
-                raise InputError("scores file holds a non-finite score", file=path,
+                raise InputError("scores file holds an infinite score", file=path,
                                  record=f"{row.source}/{row.record_id}", fix=_SCORE_FIX)
     table = ScoreTable(rows, meta, path)
     if expected_model is not None and meta.model_id != expected_model:
@@ -269,6 +275,7 @@ class Selection(Generic[T]):
     rule: str
 
     def summary(self) -> dict[str, Any]:
+        """Counts for the manifest: rule, kept, dropped, missing."""
         return {"rule": self.rule, "kept": len(self.kept), "dropped": len(self.dropped), "missing": len(self.missing)}
 
 
@@ -330,7 +337,11 @@ def select_top_k(
     if by not in ("similarity", "p_he"):
         raise ValueError(f"by must be 'similarity' or 'p_he', not {by!r}")
     found, absent = _rows_for(items, table, missing)
-    value: Callable[[ScoreRow], float | None] = lambda r: getattr(r, by)  # noqa: E731
+    def value(r: ScoreRow) -> float | None:
+        score = getattr(r, by)
+        return None if score is None or math.isnan(score) else score  # NaN: not scored
+
+
     ranked = sorted((i for i, (_, r) in enumerate(found) if value(r) is not None),
                     key=lambda i: (-value(found[i][1]), record_key(found[i][0])))  # type: ignore[operator]
     chosen = set(ranked[:k])

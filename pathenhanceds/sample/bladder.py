@@ -31,6 +31,7 @@ def _caption(label: int, k: int) -> str:
 
 
 def write(folder: Path, rng: np.random.Generator, sizes: Any) -> None:
+    """Write the synthetic bladder source in its native layout into `folder` (sizes from `sizes`, pixels from `rng`)."""
     images = folder / "Report" / "Images"
     images.mkdir(parents=True, exist_ok=True)
     for subset, n in (("train", sizes.bladder_train), ("test", sizes.bladder_test)):

@@ -8,13 +8,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..recipes.prompts import CRC_CLASSES
+from ..labels import CRC_CLASSES
 from .textures import texture
 
 SIZE = 64  # real patches are 224 px; small keeps the sample light
 
 
 def write(folder: Path, rng: np.random.Generator, sizes: Any) -> None:
+    """Write the synthetic crc source in its native layout into `folder` (sizes from `sizes`, pixels from `rng`)."""
     for subset, per_class, prefix in (("CRC-VAL-HE-7K", sizes.crc_val_per_class, "TCGA-"),
                                       ("NCT-CRC-HE-100K", sizes.crc_train_per_class, "")):
         for code in CRC_CLASSES:

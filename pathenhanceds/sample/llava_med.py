@@ -46,6 +46,7 @@ def _turns(style: str, domain: str, pairs: int, image_first: bool, extra: str = 
 
 
 def write(folder: Path, rng: np.random.Generator, sizes: Any) -> None:
+    """Write the synthetic llava_med source in its native layout into `folder` (sizes from `sizes`, pixels from `rng`)."""
     instruct, images = folder / "instruct", folder / "images"
     instruct.mkdir(parents=True, exist_ok=True)
     images.mkdir(parents=True, exist_ok=True)

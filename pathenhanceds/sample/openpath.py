@@ -43,6 +43,7 @@ def _text(i: int, style: str) -> str:
 
 
 def write(folder: Path, rng: np.random.Generator, sizes: Any) -> None:
+    """Write the synthetic openpath source in its native layout into `folder` (sizes from `sizes`, pixels from `rng`)."""
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
     lines, rows = [], []

@@ -32,6 +32,7 @@ def _qas(style: str) -> list[tuple[str, str]]:
 
 
 def write(folder: Path, rng: np.random.Generator, sizes: Any) -> None:
+    """Write the synthetic pathvqa source in its native layout into `folder` (sizes from `sizes`, pixels from `rng`)."""
     pvqa = folder / "pvqa"
     for split, n in zip(("train", "val", "test"), sizes.pathvqa_images, strict=True):
         (pvqa / "images" / split).mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from .textures import texture
 
 
 def write(folder: Path, rng: np.random.Generator, sizes: Any) -> None:
+    """Write the synthetic pcam source in its native layout into `folder` (sizes from `sizes`, pixels from `rng`)."""
     for split, n in (("train", sizes.pcam_train), ("valid", sizes.pcam_valid), ("test", sizes.pcam_test)):
         labels = np.array([i % 2 for i in range(n)], np.uint8)
         rng.shuffle(labels)

@@ -9,13 +9,17 @@ Ids are namespaced by file (`10k/<pair_id>`, `60k/<pair_id>`, `60k_inline_mentio
 the 10k and 60k files hold *different* GPT-generated dialogues about the same figures, and the
 paper kept both. A dialogue whose pair_id and turns equal an earlier one is an exact duplicate
 and is dropped (counted in a note).
+
+The released files went through LLaVA-Med's own `clean_conv` (llava/instruct/instruct_postprocess.py),
+which drops QA pairs whose answer apologises or cites the caption. When it dropped the first pair, the
+dialogue has no `<image>` token; it is kept (the image goes at the start of the first remaining user
+turn, as for every row), flagged `no_image_token` and counted, never an error.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -23,7 +27,9 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError, RecordError
 from ..jsonio import load_json
-from .base import BuildContext, Source, SourceRecord, link_by_identical_files, register_source
+from ..limits import check_regular, inside, is_valid_text, walk_files
+from .base import BuildContext, ScannedSource, SourceRecord, link_by_identical_files, register_source
+from .instruct_json import IMAGE_TOKEN, parse_turns
 
 INSTRUCT_FILES = (
     "llava_med_instruct_10k.json",
@@ -33,8 +39,9 @@ INSTRUCT_FILES = (
 FIG_CAPTIONS = "llava_med_instruct_fig_captions.json"
 DOMAINS = ("chest_xray", "mri", "ct_scan", "histology", "gross")
 ROLES = {"human": "user", "gpt": "assistant"}
-IMAGE_TOKEN = "<image>"
 _CONVERSATION_KEYS = ("conversations", "conversatons")  # some derived files misspell the key
+_FIX = ('each record must be {"id": "<pmid>_<fig>", "image": "...jpg", "conversations": '
+        '[{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", "value": "..."}, ...]}')
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +52,9 @@ class Dialogue:
     image: str | None  # the record's own `image` field, if any
     turns: tuple[tuple[str, str], ...]  # (user|assistant, text), image token removed
     domains: tuple[str, ...] | None  # true domains; None when the record has no `domain`
+    # The first human turn held no `<image>`: LLaVA-Med's `clean_conv` dropped the first QA pair (the one
+    # that carried the token). The image goes at the start of the first remaining user turn, as for every row.
+    no_image_token: bool = False
 
 
 # ---- pure helpers ----
@@ -60,20 +70,6 @@ def pmid_of(pair_id: str) -> str:
     return pair_id.split("_", 1)[0]
 
 
-def strip_image_token(text: str) -> str:
-    """Remove the `<image>` token and the whitespace around it (before or after the question).
-
-    `"<image>\\nWhat?"` and `"What?\\n<image>"` both give `"What?"`; a token between two pieces of
-    text is replaced by the newline (or space) that surrounded it.
-    """
-    before, token, after = text.partition(IMAGE_TOKEN)
-    if not token:
-        return text.strip()
-    gap = before[len(before.rstrip()):] + after[: len(after) - len(after.lstrip())]
-    joiner = "\n" if "\n" in gap else (" " if gap else "")
-    return (before.rstrip() + joiner + after.lstrip()).strip()
-
-
 def true_domains(value: object) -> tuple[str, ...] | None:
     """`{"histology": true, "mri": false, ...}` -> `("histology",)`; None if not such a mapping."""
     if not isinstance(value, dict) or not all(isinstance(v, bool) for v in value.values()):
@@ -81,62 +77,51 @@ def true_domains(value: object) -> tuple[str, ...] | None:
     return tuple(sorted(str(k) for k, v in value.items() if v))
 
 
+def _turn(turn: object, k: int, file: Path, where: str) -> tuple[str, str]:
+    """(role, raw text) of one `{"from": "human"|"gpt", "value": ...}` turn, in its place."""
+    if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+        raise RecordError(f"turn {k} is not an object with a string 'value'", file=file, record=where, fix=_FIX)
+    speaker = turn.get("from")
+    role = ROLES.get(speaker) if isinstance(speaker, str) else None
+    if role is None:
+        raise RecordError(f"turn {k} has unknown role {speaker!r} (expected 'human' or 'gpt')",
+                          file=file, record=where, fix=_FIX)
+    expected = "user" if k % 2 == 0 else "assistant"
+    if role != expected:
+        raise RecordError(f"turn {k} is from {speaker!r}; turns must alternate human, gpt, ...",
+                          file=file, record=where, fix=_FIX)
+    return role, turn["value"]
+
+
 def parse_dialogue(item: object, file: Path, index: int) -> Dialogue:
     """Validate one instruct record; raises `RecordError` naming the file and record."""
     where = f"{file.name}[{index}]"
-    fix = ('each record must be {"id": "<pmid>_<fig>", "image": "...jpg", "conversations": '
-           '[{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", "value": "..."}, ...]}')
     if not isinstance(item, dict):
-        raise RecordError(f"record is a JSON {type(item).__name__}, not an object", file=file, record=where, fix=fix)
+        raise RecordError(f"record is a JSON {type(item).__name__}, not an object", file=file, record=where, fix=_FIX)
     pair_id = item.get("id")
     image = item.get("image")
     if not isinstance(pair_id, str) or not pair_id.strip():
         if not isinstance(image, str) or not image.strip():
-            raise RecordError("record has neither an 'id' nor an 'image' string", file=file, record=where, fix=fix)
+            raise RecordError("record has neither an 'id' nor an 'image' string", file=file, record=where, fix=_FIX)
         pair_id = PurePosixPath(image).stem
     pair_id = pair_id.strip()
+    if not is_valid_text(pair_id):
+        raise RecordError("'id' holds invalid Unicode (a lone surrogate)", file=file, record=where, fix=_FIX)
     where = f"{where} (id {pair_id})"
     if image is not None and not isinstance(image, str):
-        raise RecordError(f"'image' is a {type(image).__name__}, not a string", file=file, record=where, fix=fix)
+        raise RecordError(f"'image' is a {type(image).__name__}, not a string", file=file, record=where, fix=_FIX)
     key = next((k for k in _CONVERSATION_KEYS if k in item), None)
     turns_raw = item.get(key) if key else None
-    if not isinstance(turns_raw, list) or not turns_raw:
-        raise RecordError("record has no conversations (no non-empty 'conversations' list)", file=file,
-                          record=where, fix=fix)
-    turns: list[tuple[str, str]] = []
-    for k, turn in enumerate(turns_raw):
-        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
-            raise RecordError(f"turn {k} is not an object with a string 'value'", file=file, record=where, fix=fix)
-        speaker = turn.get("from")
-        role = ROLES.get(speaker) if isinstance(speaker, str) else None
-        if role is None:
-            raise RecordError(f"turn {k} has unknown role {speaker!r} (expected 'human' or 'gpt')",
-                              file=file, record=where, fix=fix)
-        expected = "user" if k % 2 == 0 else "assistant"
-        if role != expected:
-            raise RecordError(f"turn {k} is from {speaker!r}; turns must alternate human, gpt, ...",
-                              file=file, record=where, fix=fix)
-        text = turn["value"]
-        tokens = text.count(IMAGE_TOKEN)
-        if k == 0 and tokens != 1:
-            raise RecordError(f"the first human turn holds {tokens} '<image>' tokens, expected exactly one",
-                              file=file, record=where, fix="put '<image>' once before or after the first question")
-        if k > 0 and tokens:
-            raise RecordError(f"turn {k} holds an '<image>' token; only the first human turn may",
-                              file=file, record=where, fix="each dialogue has one image, in its first turn")
-        text = strip_image_token(text)
-        if not text:
-            raise RecordError(f"turn {k} has no text", file=file, record=where, fix=fix)
-        turns.append((role, text))
-    if turns[-1][0] != "assistant":
-        raise RecordError("the dialogue ends with an unanswered human turn", file=file, record=where, fix=fix)
+    # 0 tokens in the first turn is accepted: see `Dialogue.no_image_token`
+    turns = parse_turns(turns_raw, file, where, fix=_FIX, read_turn=_turn, image_optional=True)
     domains = None
     if "domain" in item:
         domains = true_domains(item["domain"])
         if domains is None:
             raise RecordError("'domain' is not an object of booleans", file=file, record=where,
                               fix=f"'domain' maps {', '.join(DOMAINS)} to true/false")
-    return Dialogue(pair_id, image, tuple(turns), domains)
+    no_token = IMAGE_TOKEN not in turns_raw[0]["value"]
+    return Dialogue(pair_id, image, turns, domains, no_token)
 
 
 def fig_caption_domains(data: object, file: Path, ctx: BuildContext) -> dict[str, tuple[str, ...]]:
@@ -177,7 +162,8 @@ def fig_caption_domains(data: object, file: Path, ctx: BuildContext) -> dict[str
 
 
 @register_source
-class LlavaMed(Source):
+class LlavaMed(ScannedSource):
+    """Reader of the LLaVA-Med instruct JSON files with their images and figure-caption domains."""
     name = "llava_med"
     license = "CC-BY-NC-4.0"
     description = (
@@ -198,11 +184,9 @@ class LlavaMed(Source):
             raise InputError("no images/ folder found next to the instruct files", file=root,
                              fix="download the figures into images/<pair_id>.jpg (LLaVA-Med's download script)")
         self.stats: dict[str, int] = {}
-        self._cache_records: list[SourceRecord] | None = None
 
-    @staticmethod
-    def _find(root: Path, name: str) -> Path | None:
-        hits = sorted(root.rglob(name), key=lambda p: (len(p.parts), str(p)))
+    def _find(self, root: Path, name: str) -> Path | None:
+        hits = sorted(walk_files(root, limits=self.lim, name=name), key=lambda p: (len(p.parts), str(p)))
         if len(hits) > 1:
             raise InputError(f"{name} found more than once: {', '.join(str(h) for h in hits)}", file=root,
                              fix="keep one copy of each file")
@@ -223,20 +207,18 @@ class LlavaMed(Source):
         assert self.images is not None
         names = [dialogue.image] if dialogue.image else []
         names.append(f"{dialogue.pair_id}.jpg")
+        record = f"{file.name}[{index}] (id {dialogue.pair_id})"
         for name in names:
-            rel = PurePosixPath(name.replace("\\", "/"))
-            if rel.is_absolute() or ".." in rel.parts:
-                raise RecordError(f"image path {name!r} points outside the images folder", file=file,
-                                  record=f"{file.name}[{index}] (id {dialogue.pair_id})",
+            if not is_valid_text(name):
+                raise RecordError("'image' holds invalid Unicode (a lone surrogate)", file=file, record=record,
                                   fix="'image' must be a file name inside images/")
-            candidate = self.images / rel
-            if candidate.is_file():
+            candidate = inside(self.images, self.images, name, file=file, record=record, limits=self.lim,
+                               what="image path", area="images folder")
+            if os.path.lexists(candidate):  # present but a FIFO/folder/dangling link: an error, not "missing"
+                check_regular(candidate, file=file, record=record, limits=self.lim, root=self.source_root,
+                              what=f"image {name!r}")
                 return candidate
         return None
-
-    def records(self, ctx: BuildContext) -> Iterator[SourceRecord]:
-        self._cache_records = self._scan(ctx)
-        yield from self._cache_records
 
     def _scan(self, ctx: BuildContext) -> list[SourceRecord]:
         fig_domains: dict[str, tuple[str, ...]] | None = None
@@ -245,7 +227,7 @@ class LlavaMed(Source):
         stats: Counter[str] = Counter()
         found: list[tuple[str, str, Path, Dialogue, tuple[str, ...] | None, Path]] = []
         for file in self.instruct:
-            data = load_json(file)
+            data = load_json(file, limits=self.lim)
             if not isinstance(data, list):
                 raise InputError(f"instruct file holds a JSON {type(data).__name__}, expected a list of dialogues",
                                  file=file, fix="pass the original llava_med_instruct_*.json")
@@ -271,13 +253,15 @@ class LlavaMed(Source):
                     stats["missing_images"] += 1
                     stats["missing_images_histology"] += bool(domains and "histology" in domains)
                     continue
+                stats["no_image_token"] += dialogue.no_image_token
+                stats["no_image_token_histology"] += dialogue.no_image_token and bool(domains and "histology" in domains)
                 occurrences[(tag, dialogue.pair_id)] += 1
                 n = occurrences[(tag, dialogue.pair_id)]
                 record_id = f"{tag}/{dialogue.pair_id}" + ("" if n == 1 else f"-{n}")
                 found.append((record_id, tag, file, dialogue, domains, image))
         groups = link_by_identical_files((pmid_of(d.pair_id), image) for _, _, _, d, _, image in found)
         self.stats = {k: stats[k] for k in ("dialogues_read", "missing_images", "missing_images_histology",
-                                             "duplicates")}
+                                             "duplicates", "no_image_token", "no_image_token_histology")}
         if stats["missing_images"]:
             ctx.note(f"llava_med: {stats['missing_images']} dialogue(s) skipped because their image file is missing "
                      f"({stats['missing_images_histology']} of them histology); dead PMC links are normal")
@@ -286,7 +270,7 @@ class LlavaMed(Source):
         return [
             SourceRecord(self.name, record_id, tag, ("file", str(image)), {
                 "pair_id": d.pair_id, "pmid": pmid_of(d.pair_id), "group": groups[pmid_of(d.pair_id)],
-                "turns": d.turns, "domains": domains, "file": file.name,
+                "turns": d.turns, "domains": domains, "file": file.name, "no_image_token": d.no_image_token,
             })
             for record_id, tag, file, d, domains, image in found
         ]
@@ -297,13 +281,8 @@ class LlavaMed(Source):
                 f"{file.name} has records without 'domain', and {FIG_CAPTIONS} (which holds them) was not found",
                 file=file, fix=f"download {FIG_CAPTIONS} into the same folder",
             )
-        return fig_caption_domains(load_json(self.fig_captions), self.fig_captions, ctx)
+        return fig_caption_domains(load_json(self.fig_captions, limits=self.lim), self.fig_captions, ctx)
 
-    def input_files(self) -> list[Path]:
-        """The JSON files and the images of the records read (not every figure in images/)."""
-        records = self._cache_records
-        if records is None:
-            records = self._scan(BuildContext(on_error="skip"))
-        files = {*self.instruct, *([self.fig_captions] if self.fig_captions else [])}
-        files |= {Path(r.locator[1]) for r in records}
-        return sorted(files)
+    def metadata_files(self) -> list[Path]:
+        """The instruct JSON files and the fig-captions file, if found."""
+        return [*self.instruct, *([self.fig_captions] if self.fig_captions else [])]

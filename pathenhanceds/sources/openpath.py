@@ -4,25 +4,28 @@ Only tweet ids may be redistributed, so the builder reads a JSONL the user wrote
 them: one `{"tweet_id": "...", "text": "...", "image": "images/<file>.jpg"}` per line, `image`
 relative to the JSONL's folder (a tweet with several images: one line per image). If the
 released id list `dataframe_208K_rows.csv` lies beside it, every tweet is checked against it;
-the recipes leave out tweets that are not listed (option `openpath_unlisted`).
+the selections leave out tweets that are not listed (option `openpath_unlisted`).
 
-The tweet text is cleaned here (pure `clean_tweet_text`); which tweets to drop is the recipes' call.
+The tweet text is cleaned here (pure `clean_tweet_text`); which tweets to drop is the selections' call.
 """
 
 from __future__ import annotations
 
 import csv
 import html
+import io
+import math
 import os
 import re
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, RecordError
 from ..jsonio import load_json
-from .base import BuildContext, Source, SourceRecord, link_by_identical_files, register_source
+from ..limits import check_regular, inside, is_valid_text, iter_lines, open_regular
+from .base import BuildContext, ScannedSource, SourceRecord, link_by_identical_files, register_source
 
 ID_CSV = "dataframe_208K_rows.csv"
 
@@ -112,13 +115,21 @@ def parse_hydrated_line(raw: bytes, file: Path, lineno: int) -> dict[str, Any]:
     image = item.get("image")
     if not isinstance(image, str) or not image.strip():
         raise RecordError("'image' is missing or not a string", file=file, record=where, fix=fix)
+    if not (is_valid_text(item["text"]) and is_valid_text(image)):
+        raise RecordError("'text' or 'image' holds invalid Unicode (a lone surrogate)", file=file, record=where,
+                          fix="re-collect the tweet, remove the line, or pass --on-error skip")
     out = {"tweet_id": tweet_id, "text": item["text"], "image": image.strip()}
     if "similarity" in item:
         score = item["similarity"]
         if isinstance(score, bool) or not isinstance(score, int | float):
             raise RecordError(f"'similarity' {score!r} is not a number", file=file, record=where,
                               fix="omit 'similarity' or give the image-text similarity as a number")
-        out["similarity"] = float(score)
+        try:
+            score = float(score)
+        except OverflowError:  # an integer too large for a float
+            score = math.inf
+        if math.isfinite(score):  # NaN/Infinity (written by some tools) count as "not scored"
+            out["similarity"] = score
     return out
 
 
@@ -126,7 +137,8 @@ def parse_hydrated_line(raw: bytes, file: Path, lineno: int) -> dict[str, Any]:
 
 
 @register_source
-class OpenPath(Source):
+class OpenPath(ScannedSource):
+    """Reader of the OpenPath tweets (hydrated JSONL + images), checked against the published id list."""
     name = "openpath"
     license = "other (X/Twitter terms apply; tweet IDs from OpenPath)"
     description = (
@@ -141,21 +153,17 @@ class OpenPath(Source):
             root = self.path.parent
         else:
             root = self.path
-            self.jsonl = sorted(root.rglob("*.jsonl"))
+            self.jsonl = self.walk(suffixes={".jsonl"})
         if not self.jsonl:
             raise InputError("no hydrated OpenPath .jsonl file found", file=self.path,
                              fix='hydrate the tweet ids and write one {"tweet_id", "text", "image"} per line '
                              "into a .jsonl file (see docs/sources_llava_med_openpath.md)")
         # Beside a given JSONL only; anywhere inside a given folder.
-        csvs = [root / ID_CSV] if self.path.is_file() else sorted(root.rglob(ID_CSV), key=lambda p: (len(p.parts), str(p)))
-        csvs = [c for c in csvs if c.is_file()]
+        csvs = [root / ID_CSV] if self.path.is_file() else sorted(self.walk(name=ID_CSV),
+                                                                  key=lambda p: (len(p.parts), str(p)))
+        csvs = [c for c in csvs if os.path.lexists(c)]  # a FIFO or folder of that name is reported, not ignored
         self.id_csv = csvs[0] if csvs else None
         self.stats: dict[str, int] = {}
-        self._cache_records: list[SourceRecord] | None = None
-
-    def records(self, ctx: BuildContext) -> Iterator[SourceRecord]:
-        self._cache_records = self._scan(ctx)
-        yield from self._cache_records
 
     def _scan(self, ctx: BuildContext) -> list[SourceRecord]:
         listed = self._read_id_csv(ctx) if self.id_csv else None
@@ -165,12 +173,18 @@ class OpenPath(Source):
         seen: set[tuple[str, Path]] = set()
         per_tweet: Counter[str] = Counter()
         found: list[tuple[str, dict[str, Any], Path]] = []
+        max_line = self.lim.max_jsonl_line_bytes
         for file in self.jsonl:
-            with open(file, "rb") as handle:
-                for lineno, raw in enumerate(handle, 1):
-                    if not raw.strip():
-                        continue
+            with open_regular(file, error=InputError, limits=self.lim, root=self.source_root,
+                              what="JSONL file") as handle:
+                for lineno, raw in iter_lines(handle, max_line):
                     try:
+                        if raw is None:
+                            raise RecordError(f"line is longer than {max_line} bytes (max_jsonl_line_bytes)",
+                                              file=file, record=f"{file.name}:{lineno}",
+                                              fix="one hydrated tweet per line; remove the line or pass --on-error skip")
+                        if not raw.strip():
+                            continue
                         item = parse_hydrated_line(raw, file, lineno)
                         image = self._image_path(item, file, lineno)
                     except RecordError as err:
@@ -204,52 +218,70 @@ class OpenPath(Source):
             ctx.warn(f"openpath: none of the {len(per_tweet)} hydrated tweets is in {ID_CSV}; is it the right file?")
         return records
 
-    @staticmethod
-    def _image_path(item: dict[str, Any], file: Path, lineno: int) -> Path:
+    def _image_path(self, item: dict[str, Any], file: Path, lineno: int) -> Path:
+        """The line's image: relative to the JSONL's folder, inside the source folder, a regular file."""
         where = f"{file.name}:{lineno} (tweet {item['tweet_id']})"
-        rel = PurePosixPath(item["image"].replace("\\", "/"))
-        if rel.is_absolute() or re.match(r"^[A-Za-z]:", item["image"]):
-            raise RecordError(f"image path {item['image']!r} is absolute", file=file, record=where,
-                              fix="write image paths relative to the JSONL's folder")
-        path = file.parent / rel
-        if not path.is_file():
+        path = inside(self.source_root, file.parent, item["image"], file=file, record=where, limits=self.lim)
+        if not os.path.lexists(path):
             raise RecordError(f"image file {item['image']!r} is missing", file=file, record=where,
                               fix="download the tweet's image there, remove the line, or pass --on-error skip")
+        check_regular(path, file=file, record=where, limits=self.lim, root=self.source_root,
+                      what=f"image {item['image']!r}")
         return path
 
     def _read_id_csv(self, ctx: BuildContext) -> dict[str, tuple[str, str]]:
         """tweet id -> (source, hashtag) from the released id list (header optional)."""
         assert self.id_csv is not None
+        raw = open_regular(self.id_csv, error=InputError, limits=self.lim, root=self.source_root, what=ID_CSV)
+        previous_limit = csv.field_size_limit(self.lim.max_csv_field_bytes)
+        rows = csv.reader(io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=""))
+        try:
+            return self._parse_id_rows(self._csv_rows(rows), ctx)
+        finally:
+            csv.field_size_limit(previous_limit)
+            raw.close()
+
+    def _csv_rows(self, rows: Any) -> Iterator[tuple[int, list[str]]]:
+        """(row number, row); a field over `max_csv_field_bytes` or a malformed line is an `InputError`."""
+        rowno = 0
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise InputError(f"{ID_CSV} line {rows.line_num} cannot be read ({exc}; max_csv_field_bytes is "
+                                 f"{self.lim.max_csv_field_bytes})", file=self.id_csv, record=f"line {rows.line_num}",
+                                 fix="pass the original file from the OpenPath release") from None
+            rowno += 1
+            yield rowno, row
+
+    def _parse_id_rows(self, rows: Iterator[tuple[int, list[str]]], ctx: BuildContext) -> dict[str, tuple[str, str]]:
+        assert self.id_csv is not None
         out: dict[str, tuple[str, str]] = {}
         unreadable = 0
-        with open(self.id_csv, newline="", encoding="utf-8", errors="replace") as handle:
-            for rowno, row in enumerate(csv.reader(handle), 1):
-                if not row:
-                    continue
-                if len(row) < 6:
-                    if not out and not unreadable:
-                        raise InputError(f"{ID_CSV} row {rowno} has {len(row)} columns, expected 6 "
-                                         "(index, source, hashtag, weblink, tweet id, media id)",
-                                         file=self.id_csv, fix="pass the original file from the OpenPath release")
+        for rowno, row in rows:
+            if not row:
+                continue
+            if len(row) < 6:
+                if not out and not unreadable:
+                    raise InputError(f"{ID_CSV} row {rowno} has {len(row)} columns, expected 6 "
+                                     "(index, source, hashtag, weblink, tweet id, media id)",
+                                     file=self.id_csv, fix="pass the original file from the OpenPath release")
+                unreadable += 1
+                continue
+            # The tweet id is the second-to-last column (also when a re-saved file gained an index column).
+            tweet_id = normalise_tweet_id(row[-2], allow_float_text=True)
+            if tweet_id is None:
+                if rowno > 1 and row[-2].strip():  # empty ids are PathLAION rows; row 1 may be a header
                     unreadable += 1
-                    continue
-                # The tweet id is the second-to-last column (also when a re-saved file gained an index column).
-                tweet_id = normalise_tweet_id(row[-2], allow_float_text=True)
-                if tweet_id is None:
-                    if rowno > 1 and row[-2].strip():  # empty ids are PathLAION rows; row 1 may be a header
-                        unreadable += 1
-                    continue
-                out.setdefault(tweet_id, (row[-5].strip(), row[-4].strip()))
+                continue
+            out.setdefault(tweet_id, (row[-5].strip(), row[-4].strip()))
         if unreadable:
             ctx.note(f"openpath: {unreadable} row(s) of {ID_CSV} hold no readable tweet id (e.g. 1.2e+18 lost "
                      "digits) and cannot match")
         return out
 
-    def input_files(self) -> list[Path]:
-        """The JSONL, the id CSV and the images of the records read."""
-        records = self._cache_records
-        if records is None:
-            records = self._scan(BuildContext(on_error="skip"))
-        files = {*self.jsonl, *([self.id_csv] if self.id_csv else [])}
-        files |= {Path(r.locator[1]) for r in records}
-        return sorted(files)
+    def metadata_files(self) -> list[Path]:
+        """The JSONL files and the id CSV, if found."""
+        return [*self.jsonl, *([self.id_csv] if self.id_csv else [])]

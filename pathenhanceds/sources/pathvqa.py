@@ -12,9 +12,10 @@ from typing import Any
 from ..errors import InputError, RecordError
 from ..images import ImagePayload, payload_from_bytes
 from ..jsonio import load_json
+from ..limits import check_regular, clean_message, is_regular, is_valid_text, read_zip_member
 from ..safe_pickle import load_plain_pickle
 from .base import BuildContext, Source, SourceRecord, register_source
-from .parquet_mirror import RowGroupReader, read_columns
+from .parquet_mirror import RowGroupReader, check_one_layout, mirror_split, read_columns
 
 SPLITS = ("train", "val", "test")
 TEXTBOOK_JSON = "QA_pairs_vb.json"
@@ -29,8 +30,11 @@ def _safe_member(name: str) -> str | None:
     return str(path)
 
 
+_MIRROR_SPLITS = ("train", "validation", "val", "test")
+
 @register_source
 class PathVQA(Source):
+    """Reader of PathVQA (release pickles + images, the Hub parquet mirror, or the textbook subset)."""
     name = "pathvqa"
     license = "MIT (repository); images copyright their publishers"
     description = "Pathology visual question answering from textbooks and PEIR"
@@ -40,7 +44,7 @@ class PathVQA(Source):
         self._reader = RowGroupReader()
         self._zip_cache: Any = None
         self.pvqa = self._find_pvqa()
-        self.parquet = sorted(p for p in self.path.rglob("*.parquet")) if self.path.is_dir() else []
+        self.parquet = self.walk(suffixes={".parquet"}) if self.path.is_dir() else []
         self.textbook_json = self._find_one(TEXTBOOK_JSON)
         self.textbook_zip = self._find_one(TEXTBOOK_ZIP)
         self.textbook_images = self._find_textbook_folder()
@@ -64,7 +68,7 @@ class PathVQA(Source):
         return None
 
     def _find_one(self, name: str) -> Path | None:
-        hits = sorted(self.path.rglob(name)) if self.path.is_dir() else []
+        hits = self.walk(name=name) if self.path.is_dir() else []
         return hits[0] if hits else None
 
     def _find_textbook_folder(self) -> Path | None:
@@ -77,12 +81,17 @@ class PathVQA(Source):
         return None
 
     def _index_zip(self) -> dict[str, str]:
-        """Image id -> member name; refuses members that point outside the archive's folder."""
+        """Image id -> member name; refuses an archive with members that point outside its folder.
+
+        A whole-archive error on purpose: such an archive is not the original, and none of it is read.
+        """
         assert self.textbook_zip is not None
+        check_regular(self.textbook_zip, error=InputError, limits=self.lim, root=self.path, what="zip archive")
         try:
             archive = zipfile.ZipFile(self.textbook_zip)
-        except zipfile.BadZipFile as exc:
-            raise InputError(f"not a readable zip ({exc})", file=self.textbook_zip, fix="re-download it") from exc
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise InputError(f"not a readable zip ({clean_message(exc)})", file=self.textbook_zip,
+                             fix="re-download it") from None
         members: dict[str, str] = {}
         with archive:
             for info in archive.infolist():
@@ -103,10 +112,11 @@ class PathVQA(Source):
 
     # ---- records ----
     def records(self, ctx: BuildContext) -> Iterator[SourceRecord]:
+        self.bind(ctx)
         if self.pvqa:
             yield from self._pvqa_records(ctx)
         elif self.parquet:
-            yield from self._parquet_records()
+            yield from self._parquet_records(ctx)
         if self.textbook_json:
             yield from self._textbook_records(ctx)
 
@@ -115,23 +125,27 @@ class PathVQA(Source):
         if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in keys):
             raise RecordError(f"entry is not a dict with string {img!r}, {q!r}, {a!r}", file=file, record=index,
                               fix="pass the original file")
+        if not all(is_valid_text(item[k]) for k in keys):
+            raise RecordError("entry holds invalid Unicode (a lone surrogate)", file=file, record=index,
+                              fix="re-download the file, or pass --on-error skip")
         return item[img], item[q], item[a]
 
     def _pvqa_records(self, ctx: BuildContext) -> Iterator[SourceRecord]:
         assert self.pvqa is not None
         for split in SPLITS:
             file = self.pvqa / "qas" / split / f"{split}_qa.pkl"
-            if not file.exists():
+            if not os.path.lexists(file):
                 continue
-            items = load_plain_pickle(file)
+            items = load_plain_pickle(file, limits=self.lim)
             if not isinstance(items, list):
                 raise InputError(f"pickle holds a {type(items).__name__}, expected a list of QA dicts",
                                  file=file, fix="pass the original pvqa/qas/<split>/<split>_qa.pkl")
             for index, item in enumerate(items):
                 try:
                     image, question, answer = self._qa(file, index, item, ("image", "question", "answer"))
-                    image_path = self.pvqa / "images" / split / f"{image}.jpg"
-                    if not image_path.exists():
+                    image_path = self.resolve(self.pvqa / "images" / split, f"{image}.jpg", file=file,
+                                              record=f"{split}[{index}]")
+                    if not os.path.lexists(image_path):  # a FIFO/folder/dangling link is reported when loaded
                         raise RecordError("image file is missing", file=image_path, record=f"{split}[{index}]",
                                           fix="unzip all pvqa images, or pass --on-error skip")
                 except RecordError as err:
@@ -140,24 +154,33 @@ class PathVQA(Source):
                 yield SourceRecord(self.name, f"{split}/{index:06d}", split, ("file", str(image_path)),
                                    {"question": question, "answer": answer, "image_id": image})
 
-    def _parquet_records(self) -> Iterator[SourceRecord]:
+    def _parquet_records(self, ctx: BuildContext) -> Iterator[SourceRecord]:
         counters: dict[str, int] = {}
+        check_one_layout(self.parquet, _MIRROR_SPLITS, source=self.name)
         for path in self.parquet:
-            match = re.match(r"(train|validation|val|test)[-_.]", path.name)
-            if not match:
+            found = mirror_split(path, _MIRROR_SPLITS)
+            if found is None:
                 raise InputError("cannot tell the split of this parquet file", file=path,
-                                 fix="keep the mirror's names: data/{train,validation,test}-*.parquet")
-            split = "val" if match.group(1) == "validation" else match.group(1)
+                                 fix="keep the mirror's names: data/{train,validation,test}-*.parquet, or the "
+                                     "Hub's auto-converted default/{train,validation,test}/NNNN.parquet")
+            split = "val" if found == "validation" else found
+            # The Hub's auto-converted files are all named 0000.parquet...: keep image ids unique across splits.
+            name = path.name if path.name.startswith(found) else f"{path.parent.name}/{path.name}"
             cols = read_columns(path, ["question", "answer"])
             for row, (question, answer) in enumerate(zip(cols["question"], cols["answer"], strict=True)):
                 index = counters.get(split, 0)
                 counters[split] = index + 1
+                if not (isinstance(question, str) and isinstance(answer, str) and is_valid_text(question)
+                        and is_valid_text(answer)):
+                    ctx.bad_record(RecordError("'question' and 'answer' must be text", file=path, record=row,
+                                               fix="pass the mirror's files unchanged, or pass --on-error skip"))
+                    continue
                 yield SourceRecord(self.name, f"{split}/{index:06d}", split, ("parquet", str(path), row),
-                                   {"question": question, "answer": answer, "image_id": f"{path.name}#{row}"})
+                                   {"question": question, "answer": answer, "image_id": f"{name}#{row}"})
 
     def _textbook_records(self, ctx: BuildContext) -> Iterator[SourceRecord]:
         assert self.textbook_json is not None
-        items = load_json(self.textbook_json)
+        items = load_json(self.textbook_json, limits=self.lim)
         if not isinstance(items, list):
             raise InputError(f"{TEXTBOOK_JSON} holds a JSON {type(items).__name__}, expected a list",
                              file=self.textbook_json, fix="pass the original data/QA_pairs_vb.json")
@@ -173,10 +196,12 @@ class PathVQA(Source):
                                {"question": question, "answer": answer, "image_id": image_id})
 
     def _textbook_locator(self, image_id: str, index: int) -> tuple[str, str]:
+        record = f"{TEXTBOOK_JSON}[{index}]"
         if self.textbook_images is not None:
             for suffix in (".jpg", ".jpeg", ".png"):
-                candidate = self.textbook_images / f"{image_id}{suffix}"
-                if candidate.exists():
+                candidate = self.resolve(self.textbook_images, f"{image_id}{suffix}", file=self.textbook_json,
+                                         record=record, what="Image_ID")
+                if os.path.lexists(candidate):
                     return ("file", str(candidate))
         if image_id in self.zip_members:
             return ("zip", self.zip_members[image_id])
@@ -188,28 +213,30 @@ class PathVQA(Source):
         where = f"{self.name}/{record.record_id}"
         kind = record.locator[0]
         if kind == "parquet":
-            return self._reader.image(record.locator[1], record.locator[2], where)
+            return self._reader.image(record.locator[1], record.locator[2], where, self.lim)
         if kind == "zip":
             if self._zip_cache is None or self._zip_cache[0] != os.getpid():
-                self._zip_cache = (os.getpid(), zipfile.ZipFile(self.textbook_zip))
-            try:
-                data = self._zip_cache[1].read(record.locator[1])
-            except (zipfile.BadZipFile, KeyError, OSError) as exc:
-                raise RecordError(f"cannot read zip member ({exc})", file=self.textbook_zip, record=where,
-                                  fix="re-download the archive") from exc
-            return payload_from_bytes(data, where=where)
+                check_regular(self.textbook_zip, record=where, limits=self.lim, what="zip archive")
+                try:
+                    self._zip_cache = (os.getpid(), zipfile.ZipFile(self.textbook_zip))
+                except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+                    raise RecordError(f"not a readable zip ({clean_message(exc)})", file=self.textbook_zip,
+                                      record=where, fix="re-download the archive") from None
+            data = read_zip_member(self._zip_cache[1], record.locator[1], file=self.textbook_zip, record=where,
+                                   limits=self.lim)
+            return payload_from_bytes(data, where=where, file=f"{self.textbook_zip}:{record.locator[1]}")
         return super().load_image(record)
 
     def input_files(self) -> list[Path]:
         files: list[Path] = []
         if self.pvqa:
-            files += [p for p in (self.pvqa / "qas").rglob("*.pkl")]
-            files += [p for p in (self.pvqa / "images").rglob("*.jpg")]
+            files += self.walk(self.pvqa / "qas", suffixes={".pkl"})
+            files += self.walk(self.pvqa / "images", suffixes={".jpg"})
         elif self.parquet:
             files += self.parquet
         for extra in (self.textbook_json, self.textbook_zip):
             if extra:
                 files.append(extra)
         if self.textbook_images:
-            files += [p for p in self.textbook_images.iterdir() if p.is_file()]
-        return sorted(files)
+            files += list(self.textbook_images.iterdir())
+        return sorted(p for p in files if is_regular(p, self.lim))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -14,10 +13,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, RecordError
 from ..images import ImagePayload, encode_array
+from ..limits import MiB, check_pixels, check_regular, clean_message, h5_dataset, open_regular
 from .base import BuildContext, Source, SourceRecord, file_md5, register_source
-from .parquet_mirror import RowGroupReader, read_columns
+from .parquet_mirror import RowGroupReader, check_one_layout, mirror_split, read_columns
 
 SPLITS = ("train", "valid", "test")
 FULL_SIZES = {"train": 262_144, "valid": 32_768, "test": 32_768}
@@ -36,8 +36,11 @@ def _h5_name(split: str, kind: str) -> str:
     return f"camelyonpatch_level_2_split_{split}_{kind}.h5"
 
 
+_MIRROR_SPLITS = ("train", "valid", "validation", "test")
+
 @register_source
 class PCam(Source):
+    """Reader of PatchCamelyon (the HDF5 files, gzipped or not, or the Hub parquet mirror)."""
     name = "pcam"
     license = "CC0-1.0"
     description = "PatchCamelyon 96x96 lymph-node patches, label 1 = tumour in the centre 32x32"
@@ -48,7 +51,7 @@ class PCam(Source):
         self._unzipped: dict[str, Path] = {}
         self._cache_h5: dict[str, Any] | None = None
         self._cache_block: tuple[int, str, int, np.ndarray] | None = None
-        self.parquet = sorted(self.path.rglob("*.parquet")) if self.path.is_dir() else []
+        self.parquet = self.walk(suffixes={".parquet"}) if self.path.is_dir() else []
         self._reader = RowGroupReader()
         if not self.parquet:
             self.h5_files = self._find_h5()
@@ -60,7 +63,9 @@ class PCam(Source):
             for kind in ("x", "y"):
                 base = _h5_name(split, kind)
                 for candidate in (self.path / base, self.path / f"{base}.gz"):
-                    if candidate.exists():
+                    if os.path.lexists(candidate):  # a FIFO or folder of that name is an error, not skipped
+                        check_regular(candidate, error=InputError, limits=self.lim, root=self.path,
+                                      what="PCam file")
                         found[(split, kind)] = candidate
                         break
         if not found:
@@ -88,13 +93,32 @@ class PCam(Source):
             target_dir = Path(tempfile.mkdtemp(prefix="pcam-", dir=self.tmp_dir))
             target = target_dir / path.name[:-3]
             try:
-                with gzip.open(path, "rb") as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-            except (OSError, EOFError) as exc:
+                self._gunzip(path, target)
+            except BaseException:
                 shutil.rmtree(target_dir, ignore_errors=True)
-                raise InputError(f"cannot decompress ({exc})", file=path, fix="re-download the .h5.gz file") from exc
+                raise
             self._unzipped[key] = target
         return self._unzipped[key]
+
+    def _gunzip(self, path: Path, target: Path) -> None:
+        """Expand with caps: at most `max_gunzip_bytes`, and `max_gunzip_ratio` x the .gz once past 64 MiB."""
+        lim = self.lim
+        with open_regular(path, error=InputError, limits=lim, root=self.path, what="PCam file") as raw:
+            compressed = max(os.fstat(raw.fileno()).st_size, 1)
+            total = 0
+            try:
+                with gzip.GzipFile(fileobj=raw, mode="rb") as src, open(target, "wb") as dst:
+                    while block := src.read(1 << 20):
+                        total += len(block)
+                        if total > lim.max_gunzip_bytes or (total > 64 * MiB and total > lim.max_gunzip_ratio * compressed):
+                            raise InputError(
+                                f"expands past {total} bytes from {compressed} compressed (limits max_gunzip_bytes "
+                                f"{lim.max_gunzip_bytes}, max_gunzip_ratio {lim.max_gunzip_ratio:g})",
+                                file=path, fix="re-download the .h5.gz file; raise the limits if it is genuine")
+                        dst.write(block)
+            except (OSError, EOFError, ValueError) as exc:
+                raise InputError(f"cannot decompress ({clean_message(exc)})", file=path,
+                                 fix="re-download the .h5.gz file") from None
 
     def _h5(self, split: str, kind: str) -> Any:
         if self._cache_h5 is None or self._cache_h5.get("pid") != os.getpid():
@@ -102,23 +126,30 @@ class PCam(Source):
         key = f"{split}/{kind}"
         if key not in self._cache_h5:
             path = self.h5_files[(split, kind)]
+            local = self._uncompressed(path)
+            check_regular(local, error=InputError, limits=self.lim, root=None if local != path else self.path,
+                          what="PCam file")
             try:
-                handle = h5py.File(self._uncompressed(path), "r")
-            except OSError as exc:
-                raise InputError(f"not a readable HDF5 file ({exc})", file=path, fix="re-download it") from exc
-            if kind not in handle:
-                raise InputError(
-                    f"HDF5 file has no dataset {kind!r} (has {sorted(handle.keys())})",
-                    file=path,
-                    fix=f"pass the original PCam {kind} file",
-                )
-            self._cache_h5[key] = handle[kind]
+                handle = h5py.File(local, "r")
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise InputError(f"not a readable HDF5 file ({clean_message(exc)})", file=path,
+                                 fix="re-download it") from None
+            try:
+                self._cache_h5[key] = h5_dataset(handle, kind, file=path, limits=self.lim)
+            except (OSError, ValueError, RuntimeError, KeyError) as exc:
+                handle.close()
+                raise InputError(f"unreadable HDF5 structure ({clean_message(exc)})", file=path,
+                                 fix="re-download it") from None
+            except InputError:
+                handle.close()
+                raise
         return self._cache_h5[key]
 
     # ---- records ----
     def records(self, ctx: BuildContext) -> Iterator[SourceRecord]:
+        self.bind(ctx)
         if self.parquet:
-            yield from self._parquet_records()
+            yield from self._parquet_records(ctx)
             return
         for split in SPLITS:
             if (split, "x") not in self.h5_files:
@@ -130,6 +161,8 @@ class PCam(Source):
                     f"x has shape {x.shape} dtype {x.dtype}; expected (N, H, W, 3) uint8",
                     file=x_path, fix="pass the original PCam x file",
                 )
+            check_pixels(x.shape[1], x.shape[2], file=x_path, record=f"{split} patches", error=InputError,
+                         limits=self.lim)
             if y.ndim not in (1, 4) or (y.ndim == 4 and y.shape[1:] != (1, 1, 1)):
                 raise InputError(
                     f"y has shape {y.shape}; expected (N, 1, 1, 1) or (N,)",
@@ -140,16 +173,18 @@ class PCam(Source):
                     f"x has {x.shape[0]} patches but y has {y.shape[0]} labels",
                     file=y_path, fix="x and y must come from the same split download",
                 )
-            labels = np.asarray(y[...]).reshape(-1)
-            bad = np.flatnonzero((labels != 0) & (labels != 1))
-            if bad.size:
-                raise InputError(
-                    f"label {labels[bad[0]]} is not 0/1", file=y_path, record=f"{split}[{bad[0]}]",
-                    fix="pass the original PCam y file",
-                )
+            try:
+                labels = np.asarray(y[...]).reshape(-1)
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise InputError(f"cannot read the labels ({clean_message(exc)})", file=y_path,
+                                 fix="the file is corrupt; re-download it") from None
             if x.shape[0] == FULL_SIZES[split]:
                 self._check_md5(split, ctx)
             for i, label in enumerate(labels.tolist()):
+                if label not in (0, 1):
+                    ctx.bad_record(RecordError(f"label {label} is not 0/1", file=y_path, record=f"{split}[{i}]",
+                                               fix="pass the original PCam y file, or pass --on-error skip"))
+                    continue
                 yield SourceRecord(self.name, f"{split}_{i:06d}", split, ("h5", split, i), {"label": int(label)})
 
     def _check_md5(self, split: str, ctx: BuildContext) -> None:
@@ -158,25 +193,29 @@ class PCam(Source):
             if file_md5(path) != PUBLISHED_MD5[(split, kind)]:
                 ctx.warn(f"{path.name}: MD5 differs from the published one; the file may be corrupt or altered")
 
-    def _parquet_records(self) -> Iterator[SourceRecord]:
+    def _parquet_records(self, ctx: BuildContext) -> Iterator[SourceRecord]:
         by_split: dict[str, list[Path]] = {}
+        check_one_layout(self.parquet, _MIRROR_SPLITS, source=self.name)
         for path in self.parquet:
-            match = re.match(r"(train|valid|validation|test)[-_.]", path.name)
-            if not match:
+            found = mirror_split(path, _MIRROR_SPLITS)
+            if found is None:
                 raise InputError(
                     "cannot tell the split of this parquet file", file=path,
-                    fix="keep the mirror's names: data/{train,valid,test}-*.parquet",
+                    fix="keep the mirror's names: data/{train,valid,test}-*.parquet, or the Hub's auto-converted "
+                        "default/{train,valid,test}/NNNN.parquet",
                 )
-            split = "valid" if match.group(1) == "validation" else match.group(1)
+            split = "valid" if found == "validation" else found
             by_split.setdefault(split, []).append(path)
         for split in SPLITS:
             index = 0
             for path in by_split.get(split, []):
                 labels = read_columns(path, ["label"])["label"]
                 for row, label in enumerate(labels):
-                    if label not in (True, False, 0, 1):
-                        raise InputError(f"label {label!r} is not boolean", file=path, record=row,
-                                         fix="pass the mirror's files unchanged")
+                    if isinstance(label, float) or label not in (True, False, 0, 1):
+                        ctx.bad_record(RecordError(f"label {label!r} is not boolean", file=path, record=row,
+                                                   fix="pass the mirror's files unchanged, or pass --on-error skip"))
+                        index += 1
+                        continue
                     yield SourceRecord(
                         self.name, f"{split}_{index:06d}", split, ("parquet", str(path), row), {"label": int(label)}
                     )
@@ -187,14 +226,29 @@ class PCam(Source):
         kind = record.locator[0]
         if kind == "parquet":
             _, path, row = record.locator
-            return self._reader.image(path, row, f"{self.name}/{record.record_id}")
+            return self._reader.image(path, row, f"{self.name}/{record.record_id}", self.lim)
         _, split, i = record.locator
-        start = i - i % _BLOCK
+        where = f"{self.name}/{record.record_id}"
+        x = self._h5(split, "x")
+        # Blocks are bounded in bytes too, so large declared patches cannot blow up a worker's memory.
+        patch_bytes = max(1, int(np.prod(x.shape[1:])) * x.dtype.itemsize)
+        block = max(1, min(_BLOCK, self.lim.max_hdf5_block_bytes // patch_bytes))
+        start = i - i % block
         key = (os.getpid(), split, start)
         if self._cache_block is None or self._cache_block[:3] != key:
-            x = self._h5(split, "x")
-            self._cache_block = (*key, np.asarray(x[start : start + _BLOCK]))
-        return encode_array(self._cache_block[3][i - start], where=f"{self.name}/{record.record_id}")
+            self._cache_block = None
+            try:
+                self._cache_block = (*key, np.asarray(x[start : start + block]))
+            except (OSError, ValueError, RuntimeError, MemoryError):
+                # One corrupt chunk must not take its neighbours down: read this patch alone.
+                try:
+                    patch = np.asarray(x[i])
+                except (OSError, ValueError, RuntimeError, MemoryError) as exc:
+                    raise RecordError(f"cannot read patch {i} ({clean_message(exc)})",
+                                      file=self.h5_files[(split, "x")], record=where,
+                                      fix="the file is corrupt; re-download it, or pass --on-error skip") from None
+                return encode_array(patch, where=where)
+        return encode_array(self._cache_block[3][i - start], where=where)
 
     def input_files(self) -> list[Path]:
         if self.parquet:

@@ -22,8 +22,10 @@ def _csv(value: str) -> list[str]:
 
 def register(subparsers: Any) -> None:
     """Add the `leaderboard` group."""
-    from pathinsight_models.leaderboard.runner import DEFAULT_TASKS
+    from pathinsight_models.evaluation.backends import list_backends
+    from pathinsight_models.evaluation.tasks import default_tasks
 
+    defaults = default_tasks()
     p = subparsers.add_parser("leaderboard", help="evaluate queued submissions and show leaderboard tables",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="leaderboard_command", metavar="COMMAND", required=True)
@@ -32,13 +34,15 @@ def register(subparsers: Any) -> None:
     run.add_argument("--leaderboard", required=True, metavar="ORG/LB")
     run.add_argument("--data", metavar="DATASET_REPO", default=os.environ.get(DATA_ENV),
                      help=f"benchmark dataset on the Hub (default: ${DATA_ENV})")
-    run.add_argument("--tasks", type=_csv, default=list(DEFAULT_TASKS),
-                     help=f"comma-separated evaluation tasks (default {','.join(DEFAULT_TASKS)})")
+    run.add_argument("--tasks", type=_csv, default=defaults,
+                     help=f"comma-separated evaluation tasks (default {','.join(defaults)})")
     run.add_argument("--limit", type=int, help="at most N rows per task (recorded in the results)")
     run.add_argument("--max-requests", type=int, help="evaluate at most N requests this time")
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples for CIs")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    run.add_argument("--backend", default="hf", choices=list_backends(),
+                     help="generation back-end: hf (transformers, default) or vllm (CUDA GPU, pathinsight[vllm])")
     run.set_defaults(func=cmd_run_pending)
 
     for name, func, text in (("results", cmd_results, "print the leaderboard table"),
@@ -61,7 +65,7 @@ def cmd_run_pending(args: argparse.Namespace) -> int:
         raise InputError("no benchmark dataset given", fix=f"pass --data ORG/PathEnhanceDS or set ${DATA_ENV}")
     done = run_pending(args.leaderboard, data=args.data, tasks=args.tasks, limit=args.limit,
                        max_requests=args.max_requests, batch_size=args.batch_size, n_resamples=args.bootstrap,
-                       device=args.device)
+                       device=args.device, backend=args.backend)
     for r in done:
         print(f"{r.status:8} {r.model}@{r.revision[:12]} ({r.precision})" + (f": {r.error}" if r.error else ""))
     print(f"{len(done)} request(s) processed")

@@ -46,10 +46,13 @@ def cmd_push_dataset(args: argparse.Namespace) -> int:
 def _add_model(sub: Any) -> None:
     p = sub.add_parser(
         "model",
-        help="upload a training run (LoRA adapter, merged or full weights) with its model card",
+        help="upload a training run (LoRA adapter, merged or full weights), a CLIP model or an assembled VLM "
+        "with its model card",
         description="Publish RUN_DIR (output of `pathinsight train`) to the model repo REPO_ID in one commit: "
         "safetensors weights, processor + chat template, recipe.yaml, README.md (model card with licence, "
-        "training recipe, eval table, model-index) and, with --results, .eval_results/pathenhanceds.yaml.",
+        "training recipe, eval table, model-index) and, with --results, .eval_results/pathenhanceds.yaml. "
+        "A CLIP/SigLIP folder (`clip train`/`convert`/`tiny`) gets a zero-shot card (model-index from `clip eval` "
+        "results); a `models assemble` folder a card listing its vision encoder and language model in base_model.",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the output_dir of `pathinsight train`")
     p.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="target model repo")
@@ -59,6 +62,12 @@ def _add_model(sub: Any) -> None:
     p.add_argument("--dataset-id", metavar="ORG/NAME", help="Hub id of the training data (when it was a local dir)")
     p.add_argument("--base-license", metavar="ID", help="licence of the base model if its card lacks one")
     p.add_argument("--dataset-license", metavar="ID", help="licence of the dataset if its card lacks one")
+    p.add_argument("--results-dataset-id", metavar="ORG/NAME",
+                   help="CLIP models: Hub id of the dataset the `clip eval` results were computed on (when local)")
+    p.add_argument("--vision-model-id", metavar="ORG/NAME", help="assembled VLMs: Hub id of the vision encoder")
+    p.add_argument("--language-model-id", metavar="ORG/NAME", help="assembled VLMs: Hub id of the language model")
+    p.add_argument("--vision-license", metavar="ID", help="assembled VLMs: licence of the vision encoder")
+    p.add_argument("--language-license", metavar="ID", help="assembled VLMs: licence of the language model")
     p.add_argument("--private", action="store_true", help="create the repo private")
     p.add_argument("--revision", metavar="BRANCH", help="push to this branch (created from main if missing)")
     p.add_argument("--commit-message")
@@ -81,6 +90,11 @@ def cmd_push_model(args: argparse.Namespace) -> int:
         private=args.private,
         revision=args.revision,
         commit_message=args.commit_message,
+        results_dataset_id=args.results_dataset_id,
+        vision_model_id=args.vision_model_id,
+        language_model_id=args.language_model_id,
+        vision_license=args.vision_license,
+        language_license=args.language_license,
     )
     print(f"pushed {result.weight_type.lower()} model to {args.repo_id} (licence {result.license}): {result.commit}")
     return 0

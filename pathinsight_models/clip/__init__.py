@@ -3,7 +3,8 @@ evaluation, open_clip loading and conversion, and LLaVA assembly on a CLIP/SigLI
 
 Public API (imported lazily so `import pathinsight_models.clip` stays cheap):
 `save_tiny_clip`, `build_tiny_clip`, `save_tiny_lm`, `train_clip`, `evaluate_clip`, `load_encoder`,
-`get_prompt_set`, `list_prompt_sets`, `PromptSet`, `open_clip_to_transformers`, `assemble_llava`.
+`get_prompt_set`, `list_prompt_sets`, `PromptSet`, `open_clip_to_transformers`, `convert_open_clip`,
+`assemble_llava`, `run_clip_demo`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ _EXPORTS = {
     "get_prompt_set": "pathinsight_models.clip.zeroshot",
     "list_prompt_sets": "pathinsight_models.clip.zeroshot",
     "open_clip_to_transformers": "pathinsight_models.clip.open_clip",
+    "convert_open_clip": "pathinsight_models.clip.open_clip",
+    "run_clip_demo": "pathinsight_models.clip.demo",
     "assemble_llava": "pathinsight_models.clip.assemble",
 }
 

@@ -47,10 +47,12 @@ class Stat:
         return np.array([self.fn(w) for w in weights], dtype=float)
 
     def point(self, n_units: int) -> float:
+        """The metric on the full sample (every unit weight 1)."""
         return float(self.weighted(np.ones((1, n_units)))[0])
 
 
 def mean_stat(values: Sequence[float | None], rep: Sequence[int] | None = None) -> Stat:
+    """A mean statistic over per-unit values (None = not applicable to that unit)."""
     return Stat(values=np.array([np.nan if v is None else float(v) for v in values]),
                 rep=None if rep is None else np.asarray(rep))
 

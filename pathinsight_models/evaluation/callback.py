@@ -111,6 +111,7 @@ class TaskMetricsCallback(TrainerCallback):
         return step > 0 and (step % self.every == 0 or step == state.max_steps)
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        """Compute the task metrics when due and ask the Trainer to log this step."""
         if not self._due(state) or not state.is_world_process_zero:
             return control
         processor = self.processor or processing_class
@@ -122,6 +123,7 @@ class TaskMetricsCallback(TrainerCallback):
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        """Add the pending task metrics to this log entry (next to the loss)."""
         if self._pending:
             if logs is not None:
                 logs.update(self._pending)

@@ -46,7 +46,7 @@ def select_rows(ds: Any, task: Task, limit: int | None = None, seed: int = 0) ->
     kinds = list(ds["task"])
     wanted = [
         i for i, (s, k) in enumerate(zip(sources, kinds, strict=True))
-        if (task.sources is None or s in task.sources) and (task.row_task is None or k == task.row_task)
+        if (task.rows is None or task.rows.reads(s)) and (task.row_task is None or k == task.row_task)
     ]
     if limit is None or len(wanted) <= limit:
         return wanted
@@ -70,6 +70,7 @@ def select_rows(ds: Any, task: Task, limit: int | None = None, seed: int = 0) ->
 
 
 def items_from_dataset(ds: Any, task: Task, limit: int | None = None, seed: int = 0) -> list[Item]:
+    """Items of `task` from a PathEnhanceDS dataset (`select_rows`, then the task's row -> items), images loaded lazily."""
     if task.to_items is None:
         raise InputError(f"task {task.name} does not read PathEnhanceDS rows")
     indices = select_rows(ds, task, limit, seed)

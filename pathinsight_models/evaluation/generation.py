@@ -40,6 +40,14 @@ def _image(item: Item) -> Any:
     return image
 
 
+def _images(item: Item) -> list[Any]:
+    """The item's images: its `images` list (several images in one prompt) or its one `image`."""
+    many = item.get("images")
+    if many is None:
+        return [_image(item)]
+    return [_image({"image": image}) for image in many]
+
+
 def greedy_config(model: Any, max_new_tokens: int, pad_token_id: int | None) -> Any:
     """The model's generation config made greedy (sampling knobs cleared so nothing warns or samples)."""
     gen = copy.deepcopy(model.generation_config)
@@ -86,7 +94,7 @@ def generate(
     desc: str = "generating",
     on_batch: Callable[[int], None] | None = None,
 ) -> list[str]:
-    """Greedy answers for `items`, in their order.
+    """Greedy answers for `items`, in their order (an item's `images` list: several images in one prompt).
 
     Left padding keeps every prompt flush against the generated tokens, so position ids and the
     attention mask give each row the computation it would get alone.
@@ -99,7 +107,7 @@ def generate(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     gen = greedy_config(model, max_new_tokens, pad_id)
     texts = render_prompts(processor, items)
-    has_image = [item.get("image") is not None for item in items]
+    has_image = [item.get("image") is not None or bool(item.get("images")) for item in items]
     lengths = {t: len(tokenizer(t).input_ids) for t in set(texts)}
     # Bucket: image/no-image apart, then by prompt length (with a stable tie-break on position).
     order = sorted(range(len(items)), key=lambda i: (has_image[i], lengths[texts[i]], i))
@@ -119,7 +127,7 @@ def generate(
             for batch in batches:
                 kwargs: dict[str, Any] = {"text": [texts[i] for i in batch], "return_tensors": "pt", "padding": True}
                 if has_image[batch[0]]:
-                    kwargs["images"] = [[_image(items[i])] for i in batch]
+                    kwargs["images"] = [_images(items[i]) for i in batch]
                 inputs = processor(**kwargs).to(device)
                 out = model.generate(**inputs, generation_config=gen)
                 new = out[:, inputs["input_ids"].shape[1]:]

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..metrics import NAMES, metric_path
+from ..metrics import list_metrics, metric_module, metric_path
 from ..metrics.bleu1 import bleu1
 from ..metrics.classification import classification
 from ..metrics.pathvqa import pathvqa
 from ..metrics.rouge import rouge
 from ..metrics.token_f1 import token_f1
-
-MODULES = {"bleu1": bleu1, "classification": classification, "pathvqa": pathvqa, "rouge": rouge, "token_f1": token_f1}
-VERSIONS = {name: module.VERSION for name, module in MODULES.items()}
 
 
 def load(name: str, **kwargs: Any):
@@ -28,8 +25,8 @@ def load(name: str, **kwargs: Any):
 
 def describe(names: list[str]) -> dict[str, str]:
     """name -> "pathinsight_models/metrics/<name>@<version>", recorded in results.json."""
-    return {name: f"pathinsight_models/metrics/{name}@{VERSIONS[name]}" for name in names}
+    return {name: f"pathinsight_models/metrics/{name}@{metric_module(name).VERSION}" for name in names}
 
 
-__all__ = ["MODULES", "NAMES", "VERSIONS", "bleu1", "classification", "describe", "load", "metric_path",
-           "pathvqa", "rouge", "token_f1"]
+__all__ = ["bleu1", "classification", "describe", "list_metrics", "load", "metric_path", "pathvqa",
+           "rouge", "token_f1"]

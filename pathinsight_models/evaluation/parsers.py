@@ -7,10 +7,10 @@ as wrong and counts as a parse failure. Pure functions, no I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from pathenhanceds.recipes.prompts import BLADDER_GRADES, CRC_CLASSES
+from pathenhanceds.labels import BLADDER_GRADES, CRC_CLASSES, CRC_SYNONYMS
 
 CRC_LABELS: tuple[str, ...] = tuple(CRC_CLASSES.values())
 GRADES: tuple[str, ...] = tuple(BLADDER_GRADES.values())
@@ -18,11 +18,14 @@ GRADES: tuple[str, ...] = tuple(BLADDER_GRADES.values())
 
 @dataclass(frozen=True)
 class Parsed:
+    """A parsed answer: `value` (None when unparsed) and why parsing failed."""
+
     value: str | None
     reason: str | None = None  # why parsing failed (None when it succeeded)
 
     @property
     def ok(self) -> bool:
+        """True when the answer was parsed."""
         return self.value is not None
 
 
@@ -36,27 +39,7 @@ def words(text: str | None) -> str:
 
 # --- CRC ---------------------------------------------------------------------------------------
 
-# Phrases (in `words` form) that name a class. Longer phrases win over the phrases they contain,
-# so "cancer associated stroma" is stroma although it contains "cancer".
-CRC_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "Adipose": ("adipose", "adipose tissue", "fat", "fatty tissue", "adipocyte", "adipocytes"),
-    "Background": ("background", "slide background", "no tissue", "empty background"),
-    "Debris": ("debris", "necrosis", "necrotic debris", "necrotic tissue", "cellular debris"),
-    "Lymphocytes": ("lymphocytes", "lymphocyte", "lymphocytic", "lymphoid", "lymphocytic infiltrate",
-                    "immune cells", "lymphoid tissue"),
-    "Mucus": ("mucus", "mucin", "mucinous", "mucous"),
-    "Smooth Muscle": ("smooth muscle", "muscle", "muscularis", "muscle tissue", "smooth muscle tissue"),
-    "Normal Colon Mucosa": ("normal colon mucosa", "normal colonic mucosa", "normal mucosa", "colon mucosa",
-                            "colonic mucosa", "mucosa", "normal", "normal colon"),
-    "Cancer-Associated Stroma": ("cancer associated stroma", "tumor associated stroma",
-                                 "tumour associated stroma", "stroma", "stromal", "tumor stroma",
-                                 "tumour stroma", "desmoplastic stroma", "desmoplasia"),
-    "Colorectal Adenocarcinoma Epithelium": (
-        "colorectal adenocarcinoma epithelium", "adenocarcinoma epithelium", "colorectal adenocarcinoma",
-        "adenocarcinoma", "tumor epithelium", "tumour epithelium", "tumor", "tumour", "cancer",
-        "carcinoma", "colorectal cancer", "cancer epithelium", "malignant epithelium",
-    ),
-}
+# Class-naming phrases (`labels.CRC_SYNONYMS`): longer phrases win over the phrases they contain.
 _CRC_CODE = re.compile(r"\b(" + "|".join(CRC_CLASSES) + r")\b")
 _NEGATORS = ("not", "no", "non", "without")
 
@@ -69,8 +52,9 @@ def _phrase_table(synonyms: dict[str, tuple[str, ...]]) -> list[tuple[str, str]]
 _CRC_TABLE = _phrase_table(CRC_SYNONYMS)
 
 
-def _find_phrases(text: str, table: list[tuple[str, str]]) -> list[tuple[int, str]]:
-    """Non-overlapping (position, label) matches in `words` text, longest phrase first, negated ones dropped."""
+def find_phrases(text: str, table: list[tuple[str, str]], negators: Collection[str] = _NEGATORS) -> list[tuple[int, str]]:
+    """Non-overlapping (position, label) matches in `words` text, in `table` order (put longer phrases
+    first), a phrase after one of `negators` dropped."""
     padded = f" {text} "
     taken = [False] * len(padded)
     found: list[tuple[int, str]] = []
@@ -84,7 +68,7 @@ def _find_phrases(text: str, table: list[tuple[str, str]]) -> list[tuple[int, st
             for i in span:
                 taken[i] = True
             before = padded[:pos].split()
-            if before and before[-1] in _NEGATORS:
+            if before and before[-1] in negators:
                 continue
             found.append((pos, label))
     return sorted(found)
@@ -98,7 +82,7 @@ def parse_crc(text: str | None) -> Parsed:
     if not (text or "").strip():
         return Parsed(None, "empty answer")
     norm = words(text)
-    labels = {label for _, label in _find_phrases(norm, _CRC_TABLE)}
+    labels = {label for _, label in find_phrases(norm, _CRC_TABLE)}
     labels |= {CRC_CLASSES[code] for code in _CRC_CODE.findall(text or "")}  # upper-case codes anywhere
     if norm.upper() in CRC_CLASSES:  # a bare code in any case ("tum")
         labels.add(CRC_CLASSES[norm.upper()])
@@ -107,6 +91,37 @@ def parse_crc(text: str | None) -> Parsed:
     if not labels:
         return Parsed(None, "no class named")
     return Parsed(None, "ambiguous: " + ", ".join(sorted(labels)))
+
+
+# --- any label set (the generic `classification` task) -------------------------------------------
+
+
+def parse_label(text: str | None, labels: Sequence[str]) -> Parsed:
+    """Map an answer to one of `labels` (a dataset's own class names), never guessing.
+
+    In order: the answer is a label exactly (surrounding spaces ignored); it equals one label up to
+    case, punctuation and spacing; it names exactly one label as whole words (longer names win over
+    names they contain, a name after "not"/"no"/"non"/"without" does not count, as for CRC). None or
+    several labels named -> unparsed.
+    """
+    body = (text or "").strip()
+    if not body:
+        return Parsed(None, "empty answer")
+    if body in labels:
+        return Parsed(body)
+    norm = words(body)
+    same = [label for label in labels if words(label) == norm]
+    if len(same) == 1:
+        return Parsed(same[0])
+    if len(same) > 1:
+        return Parsed(None, "ambiguous: " + ", ".join(sorted(same)))
+    table = sorted({(words(label), label) for label in labels if words(label)}, key=lambda pair: -len(pair[0]))
+    named = {label for _, label in find_phrases(norm, table)}
+    if len(named) == 1:
+        return Parsed(named.pop())
+    if not named:
+        return Parsed(None, "no class named")
+    return Parsed(None, "ambiguous: " + ", ".join(sorted(named)))
 
 
 # --- yes / no ----------------------------------------------------------------------------------
@@ -225,7 +240,7 @@ def parse_choice(text: str | None, options: Sequence[str]) -> Parsed:
     if named_letters:
         return Parsed(None, "several options named: " + ", ".join(sorted(named_letters)))
     table = sorted(((words(t), letter) for letter, t in pairs if words(t)), key=lambda p: -len(p[0]))
-    named = {letter for _, letter in _find_phrases(words(body), table)}
+    named = {letter for _, letter in find_phrases(words(body), table)}
     if len(named) == 1:
         return Parsed(named.pop())
     if named:

@@ -8,16 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from pathenhanceds.errors import InputError
-from pathenhanceds.recipes.prompts import CRC_CLASSES
+from pathenhanceds.labels import CRC_CLASSES
 
 _CODES = {name: code for code, name in CRC_CLASSES.items()}
 
 
 def fmt(value: Any, digits: int = 3) -> str:
+    """A metric value with `digits` decimals; an em dash for None."""
     return "—" if value is None else f"{value:.{digits}f}"
 
 
 def fmt_ci(ci: Sequence[float] | None, digits: int = 3) -> str:
+    """A CI as `[lo, hi]`; an em dash when there is none."""
     return "—" if not ci else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
@@ -105,6 +107,7 @@ def _task_section(name: str, r: dict[str, Any]) -> list[str]:
 
 
 def render_report(results: dict[str, Any]) -> str:
+    """report.md text of one results.json: provenance, then per task its metrics with CIs."""
     m, d = results.get("model", {}), results.get("data", {})
     boot = next(iter(results["tasks"].values()), {}).get("bootstrap", {})
     lines = ["# PathInsight evaluation report", ""]
@@ -133,6 +136,7 @@ def render_report(results: dict[str, Any]) -> str:
 
 
 def write_report(results: dict[str, Any], path: Path) -> None:
+    """Write `render_report(results)` to `path`."""
     path.write_text(render_report(results), encoding="utf-8")
 
 
@@ -140,6 +144,7 @@ def write_report(results: dict[str, Any], path: Path) -> None:
 
 
 def load_results(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """results.json files (or directories holding one) as dicts; an InputError for a missing/bad file."""
     out = []
     for p in paths:
         path = Path(p)
@@ -204,6 +209,7 @@ def comparison(results: Sequence[dict[str, Any]], labels: Sequence[str] | None =
 
 
 def render_compare_markdown(grid: dict[str, Any]) -> str:
+    """The models x headline-metrics table of a compare grid as Markdown."""
     header = ["model", *[f"{label} ({mode})" for _, mode, _, label in grid["columns"]]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in grid["rows"]:
@@ -214,6 +220,7 @@ def render_compare_markdown(grid: dict[str, Any]) -> str:
 
 
 def render_compare_png(grid: dict[str, Any], path: Path) -> Path:
+    """The compare grid as a PNG table at `path`."""
     plt = _mpl()
     header = [f"{label}\n({mode})" for _, mode, _, label in grid["columns"]]
     body = [[cell(c).replace(" [", "\n[") for c in row["cells"]] for row in grid["rows"]]

@@ -14,7 +14,11 @@ colour deconvolution (`rgb2hed`) recovers a hematoxylin channel as it would on r
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -126,19 +130,28 @@ def make_patch(label: str, seed: int, *, size: int = 128, mode: str = "whole", s
             n_rest = n_normal // 2
             _place(rng, n_rest, size, rng.normal(*normal_r, n_rest), centres, rads)
     else:
+        # Hard mode: background count and nucleus size vary per patch as much as the focus shifts the
+        # graph-level means, and the focus replaces background nuclei, so the total count says little.
+        n_total = int(rng.integers(22, 42) * area_unit)
+        bg_r = (normal_r[0] * rng.uniform(0.85, 1.15), normal_r[1])
         fr = focus_fraction * size
         fc = rng.uniform(fr + 4, size - fr - 4, 2)
+        n_f = 0
         if label != "normal":
             focus = (float(fc[0]), float(fc[1]), float(fr))
             if label == "tumor":
-                n_f = int(rng.integers(6, 9) * area_unit)
+                n_f = int(rng.integers(4, 7) * area_unit)
                 _place(rng, n_f, size, rng.normal(*large_r, n_f), centres, rads, region=focus)
             else:
-                n_f = int(rng.integers(16, 22) * area_unit)
+                n_f = int(rng.integers(10, 15) * area_unit)
                 _place(rng, n_f, size, rng.normal(*small_r, n_f), centres, rads,
-                       cluster=[(fc[0], fc[1], fr / 2.2)], spacing=1.12)
-        n_bg = n_normal - (int(6 * area_unit) if label == "tumor" else 0)
-        _place(rng, n_bg, size, rng.normal(*normal_r, n_bg), centres, rads)
+                       cluster=[(fc[0], fc[1], fr / 3.2)], spacing=1.05)
+        # Every patch also has a few isolated large nuclei: a large nucleus alone is not the class,
+        # large nuclei next to each other are (a graph pattern, not a graph-level statistic).
+        n_big = int(rng.integers(0, 4) * area_unit)
+        _place(rng, n_big, size, rng.normal(*large_r, n_big), centres, rads, spacing=2.5)
+        n_bg = max(n_total - n_f - n_big, 0)
+        _place(rng, n_bg, size, rng.normal(*bg_r, n_bg), centres, rads)
     c = np.asarray(centres, dtype=float).reshape(-1, 2)
     r = np.clip(np.asarray(rads, dtype=float), 2.0 * scale, None)
     ecc = rng.uniform(1.0, 1.35, len(r))  # axis ratio a/b
@@ -174,3 +187,67 @@ def centroid_f1(true: np.ndarray, found: np.ndarray, max_distance: float) -> dic
     recall = tp / len(true) if len(true) else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1, "true": len(true), "found": len(found), "tp": tp}
+
+
+def write_synthetic_dataset(output: str | os.PathLike[str], n_per_class: dict[str, int] | int = 12, *,
+                            seed: int = 0, size: int = 128, mode: str = "whole", overwrite: bool = False) -> Path:
+    """A PathEnhanceDS-layout folder with a `classification` config of synthetic patches.
+
+    Splits train/validation/test get `n_per_class` (an int for all, or per split) patches of each class;
+    rows have the shared schema (one PNG image, a classification question, the label). Written through
+    the guarded output API (kind `knowledge-synthetic`): an existing non-empty `output` is replaced only
+    with `overwrite` and only when it is an earlier output of this function.
+    """
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    from pathenhanceds.atomic import begin_output_dir, check_output, commit_output_dir, marker_fields
+    from pathenhanceds.layout import CARD_FILE, MANIFEST_FILE, config_dir
+    from pathenhanceds.schema import make_messages
+    from pathenhanceds.write.parquet import write_split
+
+    sizes = n_per_class if isinstance(n_per_class, dict) else {
+        "train": n_per_class, "validation": max(2, n_per_class // 3), "test": max(2, n_per_class // 2)}
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
+    output = check_output(output, overwrite=overwrite, kind="knowledge-synthetic")
+    tmp = begin_output_dir(output, kind="knowledge-synthetic")  # beside it, the user's umask
+    digest = hashlib.sha256()
+    question = f"Which class best describes this patch? Options: {', '.join(CLASSES)}."
+    counts = {}
+    try:
+        for k, (split, n) in enumerate(sizes.items()):
+            rows = []
+            for j, patch in enumerate(make_patches(n, seed=seed * 1000 + k, size=size, mode=mode)):
+                buf = io.BytesIO()
+                Image.fromarray(patch.image).save(buf, format="PNG")
+                data = buf.getvalue()
+                rows.append({"id": f"synthetic/{split}/{j:05d}", "source": "synthetic_cells", "task": "classification",
+                             "images": [{"bytes": data, "path": None}],
+                             "messages": make_messages([("user", question), ("assistant", patch.label)]),
+                             "label": patch.label, "answer_type": "open",
+                             "image_sha256": [hashlib.sha256(data).hexdigest()], "license": "CC0-1.0"})
+            counts[split] = write_split(rows, config_dir(tmp, "classification"), split, digest).rows
+        import yaml
+
+        from .build import dataset_info
+
+        header = {"license": "cc0-1.0", "configs": [{
+            "config_name": "classification", "default": True,
+            "data_files": [{"split": s, "path": f"data/classification/{s}-*.parquet"} for s in sizes]}],
+            "dataset_info": dataset_info(tmp, {"classification": counts})}
+        (tmp / CARD_FILE).write_text(
+            f"---\n{yaml.safe_dump(header, sort_keys=False)}---\n\n# Synthetic H&E-like cell patches\n\n"
+            f"Seeded synthetic patches ({mode} mode, seed {seed}) of the classes {', '.join(CLASSES)}; made by "
+            "`pathinsight_models.knowledge.synthetic`. Not real tissue.\n")
+        (tmp / MANIFEST_FILE).write_text(json.dumps({"name": "synthetic-cells", **marker_fields("knowledge-synthetic"),
+                                                     "seed": seed, "mode": mode,
+                                                     "synthetic": True, "digest": digest.hexdigest(),
+                                                     "counts": {"classification": counts}}, indent=2) + "\n")
+        commit_output_dir(tmp, output, kind="knowledge-synthetic")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output

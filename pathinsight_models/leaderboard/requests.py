@@ -31,10 +31,12 @@ def now_iso() -> str:
 
 
 def requests_repo(leaderboard: str) -> str:
+    """The dataset repo holding a leaderboard's requests (`<leaderboard>-requests`)."""
     return f"{leaderboard}-requests"
 
 
 def results_repo(leaderboard: str) -> str:
+    """The dataset repo holding a leaderboard's results (`<leaderboard>-results`)."""
     return f"{leaderboard}-results"
 
 
@@ -74,13 +76,16 @@ class EvalRequest:
         return f"{self.model}/request_{self.revision[:12]}_{self.precision}.json"
 
     def to_dict(self) -> dict[str, Any]:
+        """The request as a JSON-ready dict."""
         return asdict(self)
 
     def to_json(self) -> bytes:
+        """The request file's bytes (sorted, indented JSON)."""
         return (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], file: str | None = None) -> EvalRequest:
+        """A request from a request file's JSON; an InputError when required keys are missing."""
         known = {f.name for f in fields(cls)}
         missing = [k for k in ("model", "revision", "precision", "weight_type") if k not in data]
         if missing:
@@ -141,6 +146,7 @@ def results_record(request: EvalRequest, results: Mapping[str, Any], dataset: st
 
 
 def results_path(request: EvalRequest, evaluated_at: str) -> str:
+    """Path of a results record in the results repo: `<model>/results_<sha12>_<precision>_<stamp>.json`."""
     stamp = re.sub(r"[^0-9T]", "", evaluated_at)[:15]  # YYYYMMDDTHHMMSS
     return f"{request.model}/results_{request.revision[:12]}_{request.precision}_{stamp}.json"
 

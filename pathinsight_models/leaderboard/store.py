@@ -7,16 +7,11 @@ import logging
 from typing import Any
 
 from pathenhanceds.errors import InputError
+from pathinsight_models.hub import hub_api
 
 from .requests import EvalRequest, check_results_record, requests_repo, results_repo
 
 logger = logging.getLogger("pathinsight.leaderboard")
-
-
-def _api(api: Any = None, token: str | None = None) -> Any:
-    from huggingface_hub import HfApi
-
-    return api or HfApi(token=token)
 
 
 def _json_files(api: Any, repo_id: str) -> tuple[str | None, list[tuple[str, Any]]]:
@@ -44,7 +39,7 @@ def _json_files(api: Any, repo_id: str) -> tuple[str | None, list[tuple[str, Any
 
 def list_requests(leaderboard: str, *, api: Any = None, token: str | None = None) -> list[EvalRequest]:
     """Every request of the leaderboard, oldest submission first (unreadable files are skipped, logged)."""
-    api = _api(api, token)
+    api = hub_api(api, token)
     _, files = _json_files(api, requests_repo(leaderboard))
     out = []
     for path, data in files:
@@ -57,7 +52,7 @@ def list_requests(leaderboard: str, *, api: Any = None, token: str | None = None
 
 def list_results(leaderboard: str, *, api: Any = None, token: str | None = None) -> list[dict[str, Any]]:
     """Every results record of the leaderboard (each with its repo path under `_path`)."""
-    api = _api(api, token)
+    api = hub_api(api, token)
     _, files = _json_files(api, results_repo(leaderboard))
     out = []
     for path, data in files:
@@ -72,7 +67,7 @@ def write_request(
     request: EvalRequest, leaderboard: str, *, api: Any = None, token: str | None = None, message: str | None = None
 ) -> Any:
     """Create the requests repo if needed and commit `request` (replacing an earlier version of it)."""
-    api = _api(api, token)
+    api = hub_api(api, token)
     repo = requests_repo(leaderboard)
     api.create_repo(repo, repo_type="dataset", exist_ok=True)
     return api.upload_file(
@@ -87,7 +82,8 @@ def write_request(
 def write_results(
     record: dict[str, Any], path: str, leaderboard: str, *, api: Any = None, token: str | None = None
 ) -> Any:
-    api = _api(api, token)
+    """Create the results repo if needed and commit one results `record` at `path`."""
+    api = hub_api(api, token)
     repo = results_repo(leaderboard)
     api.create_repo(repo, repo_type="dataset", exist_ok=True)
     body = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()

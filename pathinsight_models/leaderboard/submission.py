@@ -13,17 +13,12 @@ import re
 from typing import Any
 
 from pathenhanceds.errors import InputError
+from pathinsight_models.hub import check_repo_id, hub_api, is_local_path
 
 from .requests import ACTIVE, PRECISIONS, WEIGHT_TYPES, EvalRequest
-from .store import _api, list_requests, write_request
+from .store import list_requests, write_request
 
 _PICKLE = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
-
-def _check_id(repo_id: str, what: str) -> str:
-    from pathinsight_models.publish.model import check_repo_id
-
-    return check_repo_id(repo_id, what)
 
 
 def _model_info(api: Any, repo_id: str, revision: str | None, what: str) -> Any:
@@ -41,8 +36,6 @@ def _model_info(api: Any, repo_id: str, revision: str | None, what: str) -> Any:
 def _adapter_base(api: Any, model: str, sha: str) -> str:
     from huggingface_hub import hf_hub_download
 
-    from pathinsight_models.publish.model import is_local_path
-
     path = hf_hub_download(model, "adapter_config.json", revision=sha, token=api.token)
     with open(path, encoding="utf-8") as fh:
         try:
@@ -55,15 +48,15 @@ def _adapter_base(api: Any, model: str, sha: str) -> str:
             f"{model}: adapter_config.json names no Hub base model ({base!r})",
             fix="republish with `pathinsight push model --base-model-id ORG/NAME`",
         )
-    _check_id(base, "base model id")
+    check_repo_id(base, "base model id")
     _model_info(api, base, None, "base model")
     return base
 
 
 def validate_model(model: str, *, revision: str | None = None, api: Any = None, token: str | None = None) -> dict[str, Any]:
     """Facts a request needs (sha, weight type, base model, licence, method), or an InputError."""
-    api = _api(api, token)
-    _check_id(model, "model id")
+    api = hub_api(api, token)
+    check_repo_id(model, "model id")
     info = _model_info(api, model, revision, "model")
     if getattr(info, "private", False):
         raise InputError(f"{model} is private: the leaderboard cannot evaluate it", fix="make the repo public")
@@ -111,8 +104,8 @@ def submit(
     api: Any = None,
 ) -> EvalRequest:
     """Validate `model` and add a PENDING request for it to `<leaderboard>-requests`; returns the request."""
-    api = _api(api, token)
-    _check_id(leaderboard, "leaderboard id")
+    api = hub_api(api, token)
+    check_repo_id(leaderboard, "leaderboard id")
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}", fix=f"one of {', '.join(PRECISIONS)}")
     facts = validate_model(model, revision=revision, api=api)

@@ -72,6 +72,7 @@ def results_table(leaderboard: str, *, api: Any = None, token: str | None = None
 
 
 def requests_table(leaderboard: str, *, api: Any = None, token: str | None = None) -> pd.DataFrame:
+    """The submission queue as a DataFrame (one row per request, newest state)."""
     rows = [
         {"Model": r.model, "Revision": r.revision[:12], "Precision": r.precision, "Type": r.weight_type,
          "Base model": r.base_model or "", "Status": r.status, "Submitted": r.submitted_time, "Error": r.error or ""}

@@ -13,7 +13,6 @@ import fnmatch
 import json
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,32 +20,8 @@ from typing import Any
 import yaml
 
 from pathenhanceds.errors import InputError
-
-DEFAULT_CONFIG = "all"
-SHARD_RE = re.compile(
-    r"^data/(?P<config>[A-Za-z0-9_.-]+)/(?P<split>[A-Za-z0-9_.-]+)-\d{5}-of-\d{5}\.parquet$"
-)
-# Top-level folders where local data usually lives. Together with this machine's own top-level
-# folders (minus system ones) they make up what an "absolute local path" looks like.
-_COMMON_ROOTS = {
-    "home", "Users", "root", "tmp", "var", "mnt", "media", "data", "scratch", "work", "opt", "srv",
-    "private", "Volumes", "gpfs", "lustre", "nfs", "net", "content", "workspace", "storage",
-}  # fmt: skip
-_SYSTEM_ROOTS = {
-    "bin",
-    "boot",
-    "dev",
-    "etc",
-    "lib",
-    "lib32",
-    "lib64",
-    "libx32",
-    "proc",
-    "run",
-    "sbin",
-    "sys",
-    "usr",
-}
+from pathenhanceds.layout import CARD_FILE, DEFAULT_CONFIG, MANIFEST_FILE, SHARD_RE
+from pathinsight_models.hub import check_no_leaks, check_repo_id, home_paths, hub_api
 
 
 @dataclass(frozen=True)
@@ -100,34 +75,24 @@ def _split_patterns(config: dict[str, Any], path: Path) -> dict[str, list[str]]:
     return out
 
 
-def _local_roots() -> set[str]:
-    try:
-        here = {p.name for p in Path("/").iterdir() if p.is_dir()}
-    except OSError:
-        here = set()
-    return _COMMON_ROOTS | (here - _SYSTEM_ROOTS)
-
-
-def find_local_paths(text: str, extra: Sequence[str] = ()) -> list[str]:
-    """Local absolute paths in `text`: POSIX paths under a data root, `file://` URLs, `C:\\...`, `extra`."""
-    # Not preceded by a word character, ':', '/', '.', '~' or '-': then it is part of a URL or a relative path.
-    before = r"(?<![\w:/.~-])"
-    roots = "|".join(sorted(re.escape(r) for r in _local_roots()))
-    patterns = [
-        before + rf"/(?:{roots})(?:/[^\s\"'`<>()\[\]{{}},;|]+)+",
-        r"(?<![\w])[A-Za-z]:(?:\\\\|\\|/)[^\s\"'`<>|()]+",
-        r"file://[^\s\"'`<>]+",
-        *(before + re.escape(p) + r"(?![\w.-])" for p in extra if len(p) > 1),
-    ]
-    return sorted({m.group(0) for pattern in patterns for m in re.finditer(pattern, text)})
-
-
 def _list_files(root: Path) -> list[str]:
     return sorted(
         p.relative_to(root).as_posix()
         for p in root.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
+
+
+def _read_text(path: Path) -> str:
+    """A UTF-8 text file of the dataset folder; bad bytes are an `InputError` naming file and line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(f"{path.name} is not valid UTF-8 (line {line})", file=path, record=f"line {line}",
+                         fix="rebuild the dataset with `pathinsight data build`, or save the file as UTF-8") from None
+
 
 
 def validate_dataset_folder(out_dir: str | os.PathLike[str], token: str | None = None) -> DatasetFolder:
@@ -139,7 +104,7 @@ def validate_dataset_folder(out_dir: str | os.PathLike[str], token: str | None =
             file=root,
             fix="pass the --output folder of `pathinsight data build`",
         )
-    readme_path, manifest_path = root / "README.md", root / "manifest.json"
+    readme_path, manifest_path = root / CARD_FILE, root / MANIFEST_FILE
     for required in (readme_path, manifest_path):
         if not required.is_file():
             raise InputError(
@@ -147,8 +112,7 @@ def validate_dataset_folder(out_dir: str | os.PathLike[str], token: str | None =
                 file=required,
                 fix="build the dataset with `pathinsight data build` first",
             )
-    readme = readme_path.read_text(encoding="utf-8")
-    manifest_text = manifest_path.read_text(encoding="utf-8")
+    readme, manifest_text = _read_text(readme_path), _read_text(manifest_path)
     try:
         manifest = json.loads(manifest_text)
     except json.JSONDecodeError as exc:
@@ -157,23 +121,13 @@ def validate_dataset_folder(out_dir: str | os.PathLike[str], token: str | None =
         raise InputError("manifest.json must hold a JSON object", file=manifest_path)
 
     # Privacy first: a card or manifest must not leak where the data sat on this machine, nor a token.
-    home = str(Path.home())
-    extra = [str(root.resolve())] + ([home] if home not in ("/", "") else [])
+    extra = [str(root.resolve()), *home_paths()]
     for path, text in ((readme_path, readme), (manifest_path, manifest_text)):
-        if token and token in text:
-            raise InputError(
-                f"{path.name} contains your Hugging Face token",
-                file=path,
-                fix="remove the token from the file",
-            )
-        leaks = find_local_paths(text, extra)
-        if leaks:
-            raise InputError(
-                f"{path.name} contains a local absolute path ({leaks[0]!r}{' and more' if len(leaks) > 1 else ''})",
-                file=path,
-                fix="published files must not reveal local paths: rebuild with the current builder (it stores "
-                "paths relative to each source) or edit the file",
-            )
+        check_no_leaks(
+            text, name=path.name, file=path, token=token, extra_paths=extra,
+            fix="published files must not reveal local paths: rebuild with the current builder (it stores "
+            "paths relative to each source) or edit the file",
+        )
 
     card = _front_matter(readme, readme_path)
     configs = card.get("configs")
@@ -194,7 +148,7 @@ def validate_dataset_folder(out_dir: str | os.PathLike[str], token: str | None =
 
     files = _list_files(root)
     parquet = [f for f in files if f.endswith(".parquet")]
-    unexpected = [f for f in files if f not in ("README.md", "manifest.json") and f not in parquet]
+    unexpected = [f for f in files if f not in (CARD_FILE, MANIFEST_FILE) and f not in parquet]
     bad_shards = [f for f in parquet if not SHARD_RE.match(f)]
     if unexpected or bad_shards:
         first = (unexpected or bad_shards)[0]
@@ -256,11 +210,10 @@ def push_dataset(
     commit), so the configs' globs never mix two builds. `token` defaults to the logged-in token /
     `HF_TOKEN`. Returns the commit URL (a `huggingface_hub.CommitInfo`; `.oid` is the commit sha).
     """
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", repo_id) or "--" in repo_id:
-        raise InputError(f"invalid repo id {repo_id!r}", fix="use ORG/NAME, e.g. my-lab/PathEnhanceDS")
+    check_repo_id(repo_id, example="my-lab/PathEnhanceDS")
     token = token or get_token()
     if not token:
         raise InputError(
@@ -269,7 +222,7 @@ def push_dataset(
         )
     folder = validate_dataset_folder(out_dir, token=token)
     branch = revision or "main"
-    api = HfApi(token=token)
+    api = hub_api(token=token)
     try:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         info = api.repo_info(repo_id, repo_type="dataset")

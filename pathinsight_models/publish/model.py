@@ -29,10 +29,8 @@ from typing import Any
 import yaml
 
 from pathenhanceds.errors import InputError
+from pathinsight_models.hub import check_publishable, check_repo_id, hub_api, is_hub_id, is_local_path
 
-from .dataset import find_local_paths
-
-REPO_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 # Pickle-based checkpoint formats: loading them can run arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")
 TRAINER_ARTEFACTS = ("training_args.bin",)  # pickled TrainingArguments: never published, never a weight
@@ -52,26 +50,6 @@ PROCESSOR_FILES = (
     "chat_template.json",
 )
 MODEL_CONFIG_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json")
-TEXT_SUFFIXES = (".json", ".yaml", ".yml", ".md", ".jinja", ".txt", ".model")
-
-
-def check_repo_id(repo_id: str, what: str = "repo id") -> str:
-    if not REPO_ID_RE.fullmatch(repo_id or "") or "--" in repo_id or len(repo_id) > 96:
-        raise InputError(f"invalid {what} {repo_id!r}", fix="use ORG/NAME, e.g. my-lab/pathinsight-llava-lora")
-    return repo_id
-
-
-def is_local_path(value: str | None) -> bool:
-    """True for anything that names a place on this machine rather than a Hub id."""
-    if not value:
-        return False
-    text = str(value)
-    return (
-        os.path.isabs(text)
-        or text.startswith(("./", "../", "~", "file:"))
-        or bool(re.match(r"^[A-Za-z]:[\\/]", text))
-        or Path(text).expanduser().exists()
-    )
 
 
 @dataclass
@@ -89,7 +67,7 @@ class ModelPushResult:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
         raise InputError(f"cannot read {path.name}: {exc}", file=path) from None
     if not isinstance(data, dict):
         raise InputError(f"{path.name} must hold a JSON object", file=path)
@@ -101,7 +79,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InputError(f"{path.name} is not valid YAML: {exc}", file=path) from None
     return data if isinstance(data, dict) else {}
 
@@ -141,7 +119,9 @@ def _base_model_id(
             None,
         )
         return check_repo_id(override, "base model id"), local
-    candidates = [recipe.get("model_name_or_path"), adapter_cfg.get("base_model_name_or_path"), run_info.get("base_model")]
+    # run_info's base_model is what the weights apply to (for a continued adapter, its original base, while
+    # the recipe's model_name_or_path names the adapter); older runs wrote the recipe's value there.
+    candidates = [run_info.get("base_model"), recipe.get("model_name_or_path"), adapter_cfg.get("base_model_name_or_path")]
     candidates = [c for c in candidates if c]
     if not candidates:
         raise InputError("cannot tell the base model of this run (no recipe.yaml / adapter_config.json)",
@@ -168,7 +148,7 @@ def _dataset_id(override: str | None, recipe: Mapping[str, Any], results: Mappin
         if data.get("kind") == "hub":
             candidates.append(data.get("path"))
     for c in candidates:
-        if c and not is_local_path(c) and REPO_ID_RE.fullmatch(str(c)):
+        if is_hub_id(c):
             return str(c)
     raise InputError(
         "the run was trained on a local dataset folder; the model card must name the Hub dataset",
@@ -200,28 +180,8 @@ def _hub_license(api: Any, repo_id: str, repo_type: str, override: str | None, f
     return str(license_).lower()
 
 
-def check_publishable(folder: Path, *, token: str | None, extra_paths: list[str]) -> None:
-    """Refuse a folder whose files hold the token, or whose text files hold a local absolute path."""
-    home = str(Path.home())
-    extra = [p for p in [*extra_paths, home if home not in ("/", "") else ""] if p]
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
-        data = path.read_bytes()
-        if token and token.encode() in data:
-            raise InputError(f"{rel} contains your Hugging Face token", file=rel, fix="remove the token from it")
-        if path.suffix in TEXT_SUFFIXES or path.name == "README.md":
-            leaks = find_local_paths(data.decode("utf-8", errors="replace"), extra)
-            if leaks:
-                raise InputError(
-                    f"{rel} contains a local absolute path ({leaks[0]!r})",
-                    file=rel,
-                    fix="published cards and configs must not reveal local paths: pass Hub ids "
-                    "(--base-model-id, --dataset-id) or edit the file in the run directory",
-                )
-
-
 def _stage_merged(run_dir: Path, base_source: str, stage: Path) -> None:
-    from pathinsight_models.training.export import merge_adapter
+    from pathinsight_models.training.artifacts import merge_adapter
 
     with tempfile.TemporaryDirectory(prefix="pathinsight-merge-") as tmp:
         merged = merge_adapter(run_dir, Path(tmp), base_model=base_source)
@@ -232,7 +192,23 @@ def _stage_merged(run_dir: Path, base_source: str, stage: Path) -> None:
         raise InputError("merging produced pickled weights", fix="upgrade transformers (safetensors is the default)")
 
 
-def prepare_model_folder(
+def prepare_model_folder(run_dir: str | os.PathLike[str], repo_id: str, stage: Path, **kwargs: Any) -> ModelPushResult:
+    """Assemble (and check) in `stage` exactly what `push_model` uploads. Reads the Hub, writes nothing there.
+
+    `offline=True` (e.g. the demo, before anything is published) skips the Hub checks that the base
+    model and dataset exist; their licences must then be given. `stage` is written atomically and may
+    replace only an earlier staging folder (never the run directory or a folder of the user's).
+    """
+    from pathenhanceds.atomic import OUTPUT_KINDS, atomic_output_dir, write_marker
+
+    with atomic_output_dir(stage, overwrite=True, kind="push-stage", protected=[run_dir]) as tmp:
+        write_marker(tmp, "push-stage")
+        result = _stage_model_folder(run_dir, repo_id, tmp, **kwargs)
+    result.files = [f for f in result.files if f != OUTPUT_KINDS.get("push-stage").marker]  # not uploaded
+    return result
+
+
+def _stage_model_folder(
     run_dir: str | os.PathLike[str],
     repo_id: str,
     stage: Path,
@@ -246,22 +222,40 @@ def prepare_model_folder(
     token: str | None = None,
     api: Any = None,
     offline: bool = False,
+    results_dataset_id: str | None = None,
+    vision_model_id: str | None = None,
+    language_model_id: str | None = None,
+    vision_license: str | None = None,
+    language_license: str | None = None,
 ) -> ModelPushResult:
-    """Assemble (and check) in `stage` exactly what `push_model` uploads. Reads the Hub, writes nothing there.
-
-    `offline=True` (e.g. the demo, before anything is published) skips the Hub checks that the base
-    model and dataset exist; their licences must then be given.
-    """
-    from huggingface_hub import HfApi
-
     from .eval_results import EVAL_RESULTS_FILE, check_results, eval_results_yaml
     from .model_card import CardInfo, build_model_card, sanitize_recipe
 
-    api = api or (None if offline else HfApi(token=token))
+    api = None if offline and api is None else hub_api(api, token)
     check_repo_id(repo_id)
     run = Path(run_dir).expanduser()
     if not run.is_dir():
         raise InputError("run directory does not exist", file=run, fix="pass the output_dir of `pathinsight train`")
+    from .clip import run_kind, stage_assembled, stage_clip
+
+    kind = run_kind(run)  # CLIP dual encoders and assembled VLMs have their own cards (publish/clip.py)
+    if kind != "sft":
+        if merged:
+            raise InputError(f"--merged applies to LoRA runs of `pathinsight train`, not to this {kind} model",
+                             file=run, fix="drop --merged (the folder holds full weights)")
+        if kind == "assembled":
+            if results is not None:
+                raise InputError("an assembled model is untrained: there are no results to publish",
+                                 fix="train it (stage 1/2), evaluate the run and push that run with --results")
+            return stage_assembled(run, repo_id, stage, vision_model_id=vision_model_id or base_model_id,
+                                   language_model_id=language_model_id, vision_license=vision_license or base_license,
+                                   language_license=language_license, token=token, api=api, offline=offline)
+        clip_results = None
+        if results is not None:
+            clip_results = dict(results) if isinstance(results, Mapping) else _read_json(Path(results))
+        return stage_clip(run, repo_id, stage, results=clip_results, base_model_id=base_model_id,
+                          dataset_id=dataset_id, results_dataset_id=results_dataset_id, base_license=base_license,
+                          dataset_license=dataset_license, token=token, api=api, offline=offline)
     adapter = (run / "adapter_config.json").is_file()
     if merged and not adapter:
         raise InputError("--merged needs a LoRA run (no adapter_config.json here)", file=run,
@@ -282,6 +276,15 @@ def prepare_model_folder(
             rpath = Path(results)
             results_obj = check_results(_read_json(rpath), str(rpath))
 
+    lineage = run_info.get("lineage") or {}
+    if adapter and not merged and lineage.get("start") == "stacked" and not base_model_id:
+        raise InputError(
+            "this adapter was trained on top of another adapter merged into the base (`--adapter`): it applies "
+            "to those merged weights, which are not on the Hub",
+            file=run,
+            fix="publish it with --merged (one full model), or push the run's parent_merged/ folder first and "
+                "pass its id with --base-model-id",
+        )
     base, base_local = _base_model_id(base_model_id, recipe, adapter_cfg, run_info)
     data_id = _dataset_id(dataset_id, recipe, results_obj)
     if offline:
@@ -297,7 +300,9 @@ def prepare_model_folder(
     weight_type = "Original"
     if adapter and merged:
         weight_type = "Merged"
-        _stage_merged(run, base_local or base, stage)
+        # A stacked adapter applies to the merged parent its adapter_config.json names (run/parent_merged).
+        stacked = lineage.get("start") == "stacked" and adapter_cfg.get("base_model_name_or_path")
+        _stage_merged(run, stacked or base_local or base, stage)
     elif adapter:
         weight_type = "Adapter"
         adapter_cfg["base_model_name_or_path"] = base
@@ -318,7 +323,7 @@ def prepare_model_folder(
     for name in processor:
         shutil.copy2(run / name, stage / name)
 
-    published_recipe = sanitize_recipe(recipe, base, data_id) if recipe else {}
+    published_recipe = sanitize_recipe(recipe, base, data_id, lineage) if recipe else {}
     if published_recipe:
         (stage / "recipe.yaml").write_text(yaml.safe_dump(published_recipe, sort_keys=True), encoding="utf-8")
     info = CardInfo(
@@ -329,8 +334,9 @@ def prepare_model_folder(
         dataset_ids=[data_id],
         dataset_license=data_lic,
         recipe=published_recipe,
-        run_info={k: v for k, v in run_info.items() if k != "base_model"},
+        run_info={k: v for k, v in run_info.items() if k not in ("base_model", "lineage")},
         results=results_obj,
+        parents=[p for p in (lineage.get("parent"),) if p and is_hub_id(p) and lineage.get("start") != "model"],
     )
     build_model_card(info).save(stage / "README.md")
     if results_obj is not None:
@@ -359,13 +365,20 @@ def push_model(
     revision: str | None = None,
     token: str | None = None,
     commit_message: str | None = None,
+    results_dataset_id: str | None = None,
+    vision_model_id: str | None = None,
+    language_model_id: str | None = None,
+    vision_license: str | None = None,
+    language_license: str | None = None,
 ) -> ModelPushResult:
     """Publish a `pathinsight train` output directory to the model repo `repo_id` in one commit.
 
     Files of an earlier push that this one no longer has are deleted in the same commit, so switching
-    a repo from adapter to merged weights never leaves a stale `adapter_config.json` behind.
+    a repo from adapter to merged weights never leaves a stale `adapter_config.json` behind. CLIP models
+    (`clip train`/`convert`/`tiny` folders, results from `clip eval`) and assembled VLMs (`models assemble`,
+    parents from `vision_model_id`/`language_model_id` or `assembly.json`) get their own cards (`publish/clip.py`).
     """
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
     check_repo_id(repo_id)
@@ -373,13 +386,15 @@ def push_model(
     if not token:
         raise InputError("no Hugging Face token found",
                          fix="run `hf auth login` or set HF_TOKEN to a token with write access")
-    api = HfApi(token=token)
+    api = hub_api(token=token)
     branch = revision or "main"
     with tempfile.TemporaryDirectory(prefix="pathinsight-push-") as tmp:
         stage = Path(tmp) / "repo"
         result = prepare_model_folder(
             run_dir, repo_id, stage, results=results, merged=merged, base_model_id=base_model_id,
             dataset_id=dataset_id, base_license=base_license, dataset_license=dataset_license, token=token, api=api,
+            results_dataset_id=results_dataset_id, vision_model_id=vision_model_id,
+            language_model_id=language_model_id, vision_license=vision_license, language_license=language_license,
         )
         try:
             api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pathenhanceds.export.licenses import dataset_license, is_non_commercial
+from pathenhanceds.write.licenses import dataset_license, is_non_commercial
 
 from .eval_results import BENCHMARK_NAME, benchmark_tasks, headline_scores, metric_value
 
@@ -50,24 +50,49 @@ class CardInfo:
     run_info: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] | None = None
     extra_tags: list[str] = field(default_factory=list)
+    # Hub ids the run continued from (an adapter it kept training, or one merged in before training):
+    # listed after `base_model` in the card's `base_model` lineage.
+    parents: list[str] = field(default_factory=list)
+
+    @property
+    def lineage(self) -> list[str]:
+        """`base_model` of the card: the base model, then the parent adapters/models the run continued from."""
+        return [self.base_model] + [p for p in self.parents if p != self.base_model]
 
     @property
     def license(self) -> str:
+        """The card's licence: base model and dataset licences combined."""
         return combine_licenses([self.base_license, self.dataset_license or ""])
 
     @property
     def library_name(self) -> str:
+        """`peft` for an adapter repo, `transformers` otherwise."""
         return "peft" if self.weight_type == "Adapter" else "transformers"
 
     @property
     def method(self) -> str | None:
+        """Training method (full/lora/qlora) from the recipe or run info."""
         return self.recipe.get("method") or self.run_info.get("method")
 
 
-def sanitize_recipe(recipe: Mapping[str, Any], base_model: str, dataset_id: str | None) -> dict[str, Any]:
-    """The resolved recipe as published: Hub ids instead of local paths, run-local keys dropped."""
+def sanitize_recipe(recipe: Mapping[str, Any], base_model: str, dataset_id: str | None,
+                    lineage: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The resolved recipe as published: Hub ids instead of local paths, run-local keys dropped.
+
+    `lineage` is the run's `run_info.json` lineage: a continued adapter (`start: adapter`) stays the
+    `model_name_or_path` and a merged-in one (`start: stacked`) the `adapter` when they are Hub ids.
+    """
+    from pathinsight_models.hub import is_hub_id
+
     out = {k: v for k, v in recipe.items() if k not in _RECIPE_LOCAL_KEYS}
     out["model_name_or_path"] = base_model
+    lineage = lineage or {}
+    parent = lineage.get("parent") if lineage.get("parent_kind") == "adapter" else None
+    parent = parent if parent and is_hub_id(parent) else None
+    if lineage.get("start") == "adapter" and parent:
+        out["model_name_or_path"] = parent
+    if out.get("adapter"):
+        out["adapter"] = parent if lineage.get("start") == "stacked" else None
     if "dataset_name" in out:
         out["dataset_name"] = dataset_id
     return out
@@ -123,7 +148,7 @@ def eval_table(results: Mapping[str, Any]) -> str:
 def _usage(info: CardInfo) -> str:
     code = f'''```python
 from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 model = AutoModelForImageTextToText.from_pretrained("{info.repo_id}")
 processor = AutoProcessor.from_pretrained("{info.repo_id}")
@@ -133,6 +158,22 @@ prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
 inputs = processor(images=[Image.open("patch.png").convert("RGB")], text=prompt, return_tensors="pt")
 output = model.generate(**inputs, max_new_tokens=64, do_sample=False)
 print(processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+
+# The backbone without the language-model head (hidden states, e.g. for features or probes):
+backbone = AutoModel.from_pretrained("{info.repo_id}")
+hidden = backbone(**inputs).last_hidden_state
+```'''
+    if info.weight_type == "Adapter":
+        code += f'''
+
+With PEFT directly (e.g. to keep training this adapter, `is_trainable=True`):
+
+```python
+from peft import PeftModel
+from transformers import AutoModelForImageTextToText
+
+base = AutoModelForImageTextToText.from_pretrained("{info.base_model}")
+model = PeftModel.from_pretrained(base, "{info.repo_id}")
 ```'''
     note = ""
     if info.weight_type == "Adapter":
@@ -201,7 +242,7 @@ def build_model_card(info: CardInfo) -> Any:
         "family": info.run_info.get("family") or info.recipe.get("family"),
     }.items() if v is not None}
     data = ModelCardData(
-        base_model=info.base_model,
+        base_model=info.lineage if len(info.lineage) > 1 else info.base_model,
         base_model_relation=BASE_MODEL_RELATION[info.weight_type],
         datasets=info.dataset_ids or None,
         library_name=info.library_name,
@@ -224,6 +265,8 @@ def build_model_card(info: CardInfo) -> Any:
         f"{name} is {what} [`{info.base_model}`](https://huggingface.co/{info.base_model}), instruction-tuned "
         f"for histopathology on {data_text} with the PathInsight training recipes.",
         "",
+        *([f"Continued from {', '.join(f'[`{p}`](https://huggingface.co/{p})' for p in info.lineage[1:])} "
+           "(see `base_model` in this card's metadata for the lineage).", ""] if info.lineage[1:] else []),
         "## Intended use",
         "",
         "Research on vision-language models for histopathology: describing H&E patches, tissue typing, "

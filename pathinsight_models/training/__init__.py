@@ -13,7 +13,7 @@ _EXPORTS = {
     "load_recipe": "pathinsight_models.training.recipe",
     "Recipe": "pathinsight_models.training.recipe",
     "RecipeArguments": "pathinsight_models.training.recipe",
-    "merge_adapter": "pathinsight_models.training.export",
+    "merge_adapter": "pathinsight_models.training.artifacts",
 }
 
 __all__ = sorted(_EXPORTS)

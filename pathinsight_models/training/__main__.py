@@ -1,4 +1,5 @@
-"""`python -m pathinsight_models.training --config RECIPE.yaml` (also under `accelerate launch -m`)."""
+"""`python -m pathinsight_models.training [--config RECIPE.yaml] [--<field> <value> ...]` (also under
+`accelerate launch -m`): the same arguments as `pathinsight train`."""
 
 from pathinsight_models.cli.train import main
 

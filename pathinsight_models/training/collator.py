@@ -30,6 +30,7 @@ class ExampleCache:
 
     def add(self, ids: Iterable[Any], text: Iterable[dict[str, np.ndarray]],
             pixels: Iterable[dict[str, Any]] | None = None) -> None:
+        """Cache tokenized text (and optionally processed pixels) by row id; ids seen twice are dropped."""
         ids, text = list(ids), list(text)
         images = list(pixels) if pixels is not None else [None] * len(ids)
         for key, feats, pix in zip(ids, text, images, strict=True):
@@ -45,12 +46,15 @@ class ExampleCache:
                 self._pixels[key] = pix
 
     def text(self, key: Any) -> dict[str, np.ndarray] | None:
+        """Cached token features of row `key`, or None."""
         return self._text.get(key)
 
     def pixels(self, key: Any) -> dict[str, Any] | None:
+        """Cached processed pixels of row `key`, or None."""
         return self._pixels.get(key)
 
     def has_pixels(self, keys: Iterable[Any]) -> bool:
+        """True when every key has cached pixels."""
         return all(k in self._pixels for k in keys)
 
     def __len__(self) -> int:

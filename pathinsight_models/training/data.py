@@ -269,13 +269,3 @@ def without_image_decoding(dataset: Any) -> Any:
     out._fingerprint = f"{dataset._fingerprint}-undecoded"
     return out
 
-
-def filter_overlong(
-    dataset: Any, processor: Any, chat_template: str, max_length: int | None, desc: str = "train"
-) -> tuple[Any, list[dict[str, Any]]]:
-    """Drop examples longer than `max_length` tokens (never truncate: that could cut image tokens).
-
-    Returns the kept dataset and one `{"index", "id", "length"}` record per dropped example.
-    """
-    prepared = prepare_split(dataset, processor, chat_template, max_length, desc)
-    return prepared.dataset, prepared.dropped

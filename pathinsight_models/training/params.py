@@ -6,7 +6,7 @@ from collections import defaultdict
 from typing import Any
 
 from pathenhanceds.errors import InputError
-from pathinsight_models.families import COMPONENTS, Family
+from pathinsight_models.families import COMPONENTS, Family, layout_free
 from pathinsight_models.training.recipe import RecipeArguments
 
 _WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
@@ -19,6 +19,7 @@ def _clean(name: str) -> str:
 
 
 def tuned_components(args: RecipeArguments) -> dict[str, bool]:
+    """Component -> trained? from the recipe's tune_* flags."""
     return {
         "vision_tower": bool(args.tune_vision_tower),
         "projector": bool(args.tune_projector),
@@ -72,7 +73,11 @@ def lora_components(family: Family, args: RecipeArguments) -> tuple[str, ...]:
 
 
 def modules_to_save(model: Any, family: Family, args: RecipeArguments, lora_on: tuple[str, ...]) -> list[str]:
-    """Projector modules trained fully (saved with the adapter) when tuned but not LoRA-adapted."""
+    """Projector modules trained fully (saved with the adapter) when tuned but not LoRA-adapted.
+
+    Named without the `model.` prefix (PEFT matches them as suffixes), so the adapter also loads onto
+    the bare `*Model` layout (`AutoModel.from_pretrained(adapter)`).
+    """
     if not args.tune_projector or "projector" in lora_on:
         return []
     names = []
@@ -81,34 +86,44 @@ def modules_to_save(model: Any, family: Family, args: RecipeArguments, lora_on: 
             model.get_submodule(prefix)
         except AttributeError:
             continue  # a bare parameter (llava_next's image_newline): PEFT cannot save it separately
-        names.append(prefix)
+        names.append(layout_free(prefix))
     if not names:
         raise InputError(f"family {family.name!r} has no projector module PEFT can train fully",
                          fix="use method: full, or set tune_projector: false")
     return names
 
 
-def build_lora_config(model: Any, family: Family, args: RecipeArguments) -> Any:
+def build_lora_config(model: Any, family: Family, args: RecipeArguments, model_args: Any) -> Any:
+    """The PEFT `LoraConfig` for the family's LoRA scopes of the tuned components.
+
+    `model_args` is TRL's `ModelConfig`: rank, alpha, dropout, rsLoRA/DoRA, explicit `lora_target_modules`
+    (instead of our `lora_targets`), `lora_target_parameters`, extra `lora_modules_to_save`, task type.
+    """
     from peft import LoraConfig
 
     lora_on = lora_components(family, args)
-    if args.lora_target_modules:
-        targets: Any = list(args.lora_target_modules)
+    explicit = model_args.lora_target_modules
+    if explicit:  # TRL turns a single value into a string: a regex for PEFT, as in `trl sft`
+        targets: Any = explicit if isinstance(explicit, str) else list(explicit)
     else:
         targets = family.lora_regex(lora_on)
+    saved = modules_to_save(model, family, args, lora_on) + list(model_args.lora_modules_to_save or [])
     return LoraConfig(
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
         target_modules=targets,
-        modules_to_save=modules_to_save(model, family, args, lora_on) or None,
-        use_rslora=args.use_rslora,
+        target_parameters=model_args.lora_target_parameters,
+        modules_to_save=saved or None,
+        use_rslora=model_args.use_rslora,
+        use_dora=model_args.use_dora,
         bias="none",
-        task_type="CAUSAL_LM",
+        task_type=model_args.lora_task_type,
     )
 
 
 def component_lrs(args: RecipeArguments, base_lr: float) -> dict[str, float]:
+    """Component -> learning rate (the recipe's per-component rates, else `base_lr`)."""
     return {
         "vision_tower": base_lr if args.vision_lr is None else args.vision_lr,
         "projector": base_lr if args.projector_lr is None else args.projector_lr,

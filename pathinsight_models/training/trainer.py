@@ -11,6 +11,7 @@ from typing import Any
 
 from pathenhanceds.errors import InputError
 from pathinsight_models.families import Family, detect_family, get_family
+from pathinsight_models.training.continuing import StartingPoint
 from pathinsight_models.training.recipe import Recipe, RecipeArguments, load_recipe
 
 logger = logging.getLogger("pathinsight.training")
@@ -38,37 +39,37 @@ def train(
 # ------------------------------------------------------------------------------------------ loading
 
 
-def resolve_family(args: RecipeArguments, trust: bool = False) -> Family:
-    """Family from the recipe or the model config; refuses remote code unless the recipe allows it."""
+def resolve_family(model_id: str, revision: str | None, family: str | None = None,
+                   trust: bool = False) -> tuple[Family, Any]:
+    """(family, model config) from the recipe or the model config; refuses remote code unless allowed."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(args.model_name_or_path, revision=args.model_revision,
-                                            trust_remote_code=trust)
+        config = AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=trust)
     except ValueError as exc:
         if "trust_remote_code" in str(exc) and not trust:
             raise InputError(
-                f"{args.model_name_or_path} needs custom code from its repository (trust_remote_code)",
+                f"{model_id} needs custom code from its repository (trust_remote_code)",
                 fix="use a native transformers VLM (Qwen2/2.5-VL and InternVL-hf stand in for remote-code "
                 "models), or set `trust_remote_code: true` in the recipe if you trust that code",
             ) from exc
-        raise InputError(f"cannot read the model config: {exc}", file=args.model_name_or_path) from exc
+        raise InputError(f"cannot read the model config: {exc}", file=model_id) from exc
     except OSError as exc:
-        raise InputError(f"cannot find the model: {exc}", file=args.model_name_or_path,
-                         fix="check model_name_or_path (a local directory or a Hub id)") from exc
-    return get_family(args.family) if args.family else detect_family(config)
+        raise InputError(f"cannot find the model: {exc}", file=model_id,
+                         fix="check model_name_or_path (a local directory, a Hub id, or a LoRA adapter)") from exc
+    return (get_family(family) if family else detect_family(config)), config
 
 
-def load_processor(args: RecipeArguments, family: Family, trust_remote_code: bool) -> Any:
-    from transformers import AutoProcessor
+def load_processor(args: RecipeArguments, family: Family, trust_remote_code: bool,
+                   sources: list[tuple[str, str | None]]) -> Any:
+    """The training processor (first of `sources` that has one), with the family's settings and chat template."""
+    from pathinsight_models.training.continuing import load_processor_from
 
     settings = args.processor_kwargs
     if settings == "family":
         settings = dict(family.processor_settings)
     settings = dict(settings or {})
-    processor = AutoProcessor.from_pretrained(
-        args.model_name_or_path, revision=args.model_revision, trust_remote_code=trust_remote_code, **settings
-    )
+    processor = load_processor_from(sources, settings, trust_remote_code)
     image_processor = getattr(processor, "image_processor", None)
     unknown = [k for k in settings if not (hasattr(image_processor, k) or hasattr(processor, k))]
     if unknown:
@@ -118,14 +119,19 @@ def training_chat_template(processor: Any, family: Family) -> str:
     return candidates[0][1]
 
 
-def resolve_dtype(args: RecipeArguments, sft: Any) -> Any:
+def resolve_dtype(recipe: Recipe) -> Any:
+    """The training dtype: the recipe's (`auto` = the checkpoint's), else bf16/fp16 for LoRA per the SFT config,
+    else float32."""
     import torch
 
-    if args.dtype != "auto":
-        try:
-            return getattr(torch, args.dtype)
-        except AttributeError:
-            raise InputError(f"unknown dtype {args.dtype!r}", fix="auto, bfloat16, float16 or float32") from None
+    args, sft, dtype = recipe.args, recipe.sft, recipe.model.dtype
+    if dtype == "auto":
+        return "auto"
+    if dtype is not None:
+        value = getattr(torch, dtype, None)
+        if not isinstance(value, torch.dtype):
+            raise InputError(f"unknown dtype {dtype!r}", fix="auto, bfloat16, float16 or float32")
+        return value
     if args.uses_lora and sft.bf16:
         return torch.bfloat16  # frozen base weights need no fp32 master copy
     if args.uses_lora and sft.fp16:
@@ -133,19 +139,24 @@ def resolve_dtype(args: RecipeArguments, sft: Any) -> Any:
     return torch.float32  # full fine-tuning keeps fp32 master weights; bf16/fp16 is autocast
 
 
-def load_model(args: RecipeArguments, sft: Any, family: Family, trust_remote_code: bool) -> Any:
+def load_model(recipe: Recipe, family: Family, trust_remote_code: bool, point: StartingPoint) -> Any:
+    """The model to train: the starting point's base (dtype, revision, attention, QLoRA quantisation per
+    the recipe), wrapped in the continued adapter (b) or with the stacked-on adapter merged in (c)."""
     from transformers import AutoModelForImageTextToText
 
+    from pathinsight_models.training.continuing import apply_adapter
+
+    args, sft = recipe.args, recipe.sft
     kwargs: dict[str, Any] = {
-        "dtype": resolve_dtype(args, sft),
-        "revision": args.model_revision,
+        "dtype": resolve_dtype(recipe),
+        "revision": point.base_revision,
         "trust_remote_code": trust_remote_code,
     }
-    if args.attn_implementation:
-        kwargs["attn_implementation"] = args.attn_implementation
+    if recipe.model.attn_implementation:
+        kwargs["attn_implementation"] = recipe.model.attn_implementation
     if args.method == "qlora":
-        kwargs.update(qlora_kwargs(args, sft, family))
-    model = AutoModelForImageTextToText.from_pretrained(args.model_name_or_path, **kwargs)
+        kwargs.update(qlora_kwargs(recipe, family))
+    model = AutoModelForImageTextToText.from_pretrained(point.base, **kwargs)
     if args.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
@@ -154,10 +165,15 @@ def load_model(args: RecipeArguments, sft: Any, family: Family, trust_remote_cod
             use_gradient_checkpointing=bool(sft.gradient_checkpointing),
             gradient_checkpointing_kwargs=sft.gradient_checkpointing_kwargs,
         )
+    model = apply_adapter(model, point)
+    if recipe.script.ignore_bias_buffers:  # TRL's DDP work-around for boolean mask buffers
+        import torch
+
+        model._ddp_params_and_buffers_to_ignore = [n for n, b in model.named_buffers() if b.dtype == torch.bool]
     return model
 
 
-def qlora_kwargs(args: RecipeArguments, sft: Any, family: Family) -> dict[str, Any]:
+def qlora_kwargs(recipe: Recipe, family: Family) -> dict[str, Any]:
     """4-bit NF4 base weights (QLoRA); the projector and lm_head stay in full precision."""
     import importlib.util
 
@@ -170,14 +186,15 @@ def qlora_kwargs(args: RecipeArguments, sft: Any, family: Family) -> dict[str, A
                          fix="use method: lora (or full) on this machine, or run on a GPU")
     if importlib.util.find_spec("bitsandbytes") is None:
         raise InputError("QLoRA needs the bitsandbytes package", fix="pip install bitsandbytes")
+    model_args, sft = recipe.model, recipe.sft
     compute = torch.bfloat16 if sft.bf16 else torch.float16
     return {
         "quantization_config": BitsAndBytesConfig(
             load_in_4bit=True,
-            bnb_4bit_quant_type=args.bnb_4bit_quant_type,
-            bnb_4bit_use_double_quant=args.use_bnb_nested_quant,
+            bnb_4bit_quant_type=model_args.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=model_args.use_bnb_nested_quant,
             bnb_4bit_compute_dtype=compute,
-            bnb_4bit_quant_storage=compute,
+            bnb_4bit_quant_storage=model_args.bnb_4bit_quant_storage or compute,
             llm_int8_skip_modules=["lm_head", *family.projector],
         ),
         "device_map": {"": PartialState().local_process_index},
@@ -202,7 +219,7 @@ def load_data(
         without_image_decoding,
     )
 
-    args = recipe.args
+    args, script = recipe.args, recipe.script
     cache = ExampleCache() if args.pretokenize else None
 
     def prepare(dataset: Any, desc: str, measure: bool) -> tuple[Any, list[dict[str, Any]], Any]:
@@ -218,7 +235,7 @@ def load_data(
             prepared.lengths, prepared.answer_lengths, args.answer_bucket_tokens)
         return kept, prepared.dropped, keys
 
-    train_ds = load_split(args.dataset_name, args.dataset_config, args.dataset_train_split)
+    train_ds = load_split(script.dataset_name, script.dataset_config, script.dataset_train_split)
     if args.max_train_samples is not None:
         train_ds = train_ds.select(range(min(args.max_train_samples, len(train_ds))))
     train_total = len(train_ds)
@@ -229,8 +246,8 @@ def load_data(
                   "dropped_examples": dropped_train},
     }
     eval_ds = None
-    if args.dataset_test_split:
-        eval_ds = load_split(args.dataset_name, args.dataset_config, args.dataset_test_split)
+    if recipe.sft.eval_strategy != "no":  # TRL's rule: the test split is read when the run evaluates
+        eval_ds = load_split(script.dataset_name, script.dataset_config, script.dataset_test_split)
         eval_total = len(eval_ds)
         eval_ds, dropped_eval, _ = prepare(eval_ds, "eval", False)
         report["eval"] = {"total": eval_total, "kept": len(eval_ds), "dropped": len(dropped_eval),
@@ -298,6 +315,13 @@ def _trainer_class() -> type:
     return PathInsightSFTTrainer
 
 
+def _warn_ignored_lora_settings(recipe: Recipe) -> None:
+    ignored = sorted(k for k in recipe.given if k in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+                                                        "lora_targets", "use_rslora", "use_dora"))
+    if ignored:
+        logger.warning("continuing an adapter: it keeps its own LoRA settings; ignored %s", ", ".join(ignored))
+
+
 def run(recipe: Recipe, callbacks: Sequence[Any] | None = None) -> Path:
     """Run a resolved recipe; see `train`."""
     import torch
@@ -305,6 +329,13 @@ def run(recipe: Recipe, callbacks: Sequence[Any] | None = None) -> Path:
     from transformers.trainer_utils import get_last_checkpoint
 
     from pathinsight_models.training.collator import VisionChatCollator
+    from pathinsight_models.training.continuing import (
+        PARENT_DIR,
+        lineage,
+        pin_recipe_revisions,
+        resolve_starting_point,
+        save_merged_parent,
+    )
     from pathinsight_models.training.params import (
         build_lora_config,
         component_lrs,
@@ -327,19 +358,35 @@ def run(recipe: Recipe, callbacks: Sequence[Any] | None = None) -> Path:
 
     started = time.time()
     set_seed(sft.seed)
-    family = resolve_family(args, trust)
-    processor = load_processor(args, family, trust)
+    point = resolve_starting_point(recipe.model.model_name_or_path, recipe.model.model_revision, args.adapter,
+                                   args.adapter_revision, args.method)
+    family, base_config = resolve_family(point.base, point.base_revision, args.family, trust)
+    processor = load_processor(args, family, trust, point.processor_sources)
     chat_template = training_chat_template(processor, family)
     processor.chat_template = chat_template  # saved with the outputs; renders like the original
     extras: dict[str, Any] = {}
     train_ds, eval_ds, data_report = load_data(recipe, processor, chat_template, extras)
 
-    model = load_model(args, sft, family, trust)
+    model = load_model(recipe, family, trust, point)
+    lineage_info = lineage(point, base_config)
     peft_config = None
-    if args.uses_lora:
-        peft_config = build_lora_config(model, family, args)
+    if point.continues_adapter:
+        _warn_ignored_lora_settings(recipe)  # the continued adapter keeps its own rank and targets
+    elif args.uses_lora:
+        if point.kind == "stacked":  # the new adapter applies to the merged parent: save it, name it as base
+            from accelerate import PartialState
+
+            state = PartialState()
+            parent = out / PARENT_DIR
+            if state.is_main_process:
+                save_merged_parent(model, processor, out)
+            state.wait_for_everyone()
+            model.name_or_path = str(parent.resolve())
+            lineage_info["adapter_base"] = model.name_or_path
+        peft_config = build_lora_config(model, family, args, recipe.model)
     else:
         freeze_for_full(model, family, args)
+    pin_recipe_revisions(recipe, point, lineage_info)
     collator = VisionChatCollator(
         processor=processor,
         chat_template=chat_template,
@@ -367,7 +414,7 @@ def run(recipe: Recipe, callbacks: Sequence[Any] | None = None) -> Path:
 
         # First in line, so reporting integrations (TensorBoard, W&B) see the task metrics too.
         trainer.callback_handler.callbacks.insert(0, TaskMetricsCallback(
-            args.eval_tasks, args.dataset_name, processor, every_n_steps=args.eval_tasks_steps,
+            args.eval_tasks, recipe.script.dataset_name, processor, every_n_steps=args.eval_tasks_steps,
             limit=args.eval_tasks_limit, split=args.eval_tasks_split, seed=sft.seed,
         ))
     summary = trainable_summary(trainer.model, family)
@@ -380,7 +427,8 @@ def run(recipe: Recipe, callbacks: Sequence[Any] | None = None) -> Path:
         batching = {"group_by_length": extras["train_lengths"] is not None
                     and sft.train_sampling_strategy == "random",
                     "pretokenized": collator.cache is not None}
-        _write_outputs(recipe, trainer, processor, out, family, summary, data_report, result, started, batching)
+        _write_outputs(recipe, trainer, processor, out, family, summary, data_report, result, started, batching,
+                       lineage_info)
     trainer.accelerator.wait_for_everyone()
     return out
 
@@ -396,13 +444,14 @@ def _write_outputs(
     result: Any,
     started: float,
     batching: dict[str, bool] | None = None,
+    lineage_info: dict[str, Any] | None = None,
 ) -> None:
     import peft
     import torch
     import transformers
     import trl
 
-    from pathinsight_models.training.export import plot_loss, write_metrics
+    from pathinsight_models.training.artifacts import plot_loss, write_metrics
 
     processor.save_pretrained(str(out))
     recipe.save(out / "recipe.yaml")
@@ -415,7 +464,9 @@ def _write_outputs(
         "family": family.name,
         "method": recipe.args.method,
         "stage": recipe.args.stage,
-        "base_model": recipe.args.model_name_or_path,
+        # What the saved weights apply to / descend from (an adapter's original base, not the adapter).
+        "base_model": (lineage_info or {}).get("base_model", recipe.model.model_name_or_path),
+        "lineage": lineage_info or {},
         "global_step": trainer.state.global_step,
         "world_size": trainer.args.world_size,
         "trainable_parameters": summary,

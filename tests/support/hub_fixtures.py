@@ -126,31 +126,23 @@ _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 
 
-def _guarded_getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]
-    if not _lookup_allowed(host):
-        _block(f"lookup {host!r}")
-        raise socket.gaierror(
-            socket.EAI_NONAME, f"network access outside 127.0.0.1 is blocked in tests: {host!r}"
-        )
-    return _real_getaddrinfo(host, *args, **kwargs)
+def _guarded_lookup(real):  # type: ignore[no-untyped-def]
+    """`real` (a name lookup taking the host first) refusing hosts other than loopback."""
+
+    def guarded(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not _lookup_allowed(host):
+            _block(f"lookup {host!r}")
+            raise socket.gaierror(
+                socket.EAI_NONAME, f"network access outside 127.0.0.1 is blocked in tests: {host!r}"
+            )
+        return real(host, *args, **kwargs)
+
+    return guarded
 
 
-def _guarded_gethostbyname(host):  # type: ignore[no-untyped-def]
-    if not _lookup_allowed(host):
-        _block(f"lookup {host!r}")
-        raise socket.gaierror(
-            socket.EAI_NONAME, f"network access outside 127.0.0.1 is blocked in tests: {host!r}"
-        )
-    return _real_gethostbyname(host)
-
-
-def _guarded_gethostbyname_ex(host):  # type: ignore[no-untyped-def]
-    if not _lookup_allowed(host):
-        _block(f"lookup {host!r}")
-        raise socket.gaierror(
-            socket.EAI_NONAME, f"network access outside 127.0.0.1 is blocked in tests: {host!r}"
-        )
-    return _real_gethostbyname_ex(host)
+_guarded_getaddrinfo = _guarded_lookup(_real_getaddrinfo)
+_guarded_gethostbyname = _guarded_lookup(_real_gethostbyname)
+_guarded_gethostbyname_ex = _guarded_lookup(_real_gethostbyname_ex)
 
 
 def _check_connect(sock: socket.socket, address: object) -> None:

@@ -1,0 +1,1 @@
+"""BLEU-1 metric module (see `bleu1.py`)."""

@@ -73,6 +73,7 @@ def sentence_bleu1(prediction: str, references: str | Sequence[str]) -> float:
 
 
 def compute(predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> dict[str, float]:
+    """Mean sentence BLEU-1 and corpus BLEU-1 of predictions against their reference(s)."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if not predictions:
@@ -85,6 +86,8 @@ def compute(predictions: Sequence[str], references: Sequence[str | Sequence[str]
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
 class Bleu1(evaluate.Metric):
+    """`evaluate` wrapper of `compute` (``evaluate.load(<this dir>)``)."""
+
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
             description=_DESCRIPTION,

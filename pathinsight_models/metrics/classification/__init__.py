@@ -1,0 +1,1 @@
+"""Classification metric module (see `classification.py`)."""

@@ -58,8 +58,12 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, weights: np
     return flat.reshape(n_labels, width)
 
 
-def scores_from_confusion(cm: np.ndarray) -> dict[str, float]:
-    """Accuracy and macro P/R/F1 from a confusion matrix (fast path for bootstraps; same rules as sklearn)."""
+def per_class_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision, recall, F1 and support from a confusion matrix (same rules as sklearn).
+
+    Unparsed answers (last column) count as misses for recall; a class never predicted has precision
+    0 and a class without references has recall 0 (scikit-learn's ``zero_division=0``).
+    """
     k = cm.shape[0]
     tp = np.diag(cm[:, :k])
     support = cm.sum(axis=1)
@@ -68,17 +72,24 @@ def scores_from_confusion(cm: np.ndarray) -> dict[str, float]:
         precision = np.where(predicted > 0, tp / predicted, 0.0)
         recall = np.where(support > 0, tp / support, 0.0)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    present = support > 0
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
+
+
+def scores_from_confusion(cm: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro P/R/F1 from a confusion matrix (fast path for bootstraps; same rules as sklearn)."""
+    k = cm.shape[0]
+    per = per_class_from_confusion(cm)
+    present = per["support"] > 0
     total = cm.sum()
     if not present.any():
         nan = float("nan")
         return {"accuracy": nan, "macro_precision": nan, "macro_recall": nan, "macro_f1": nan, "balanced_accuracy": nan}
-    macro_recall = float(recall[present].mean())
+    macro_recall = float(per["recall"][present].mean())
     return {
-        "accuracy": float(tp.sum() / total),
-        "macro_precision": float(precision[present].mean()),
+        "accuracy": float(np.diag(cm[:, :k]).sum() / total),
+        "macro_precision": float(per["precision"][present].mean()),
         "macro_recall": macro_recall,
-        "macro_f1": float(f1[present].mean()),
+        "macro_f1": float(per["f1"][present].mean()),
         "balanced_accuracy": macro_recall,
     }
 
@@ -89,6 +100,7 @@ def compute(
     labels: Sequence[str],
     sample_weight: Sequence[float] | None = None,
 ) -> dict:
+    """Accuracy, macro/per-class P/R/F1, balanced accuracy and the confusion matrix (see the module doc)."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     labels = list(labels)
@@ -130,6 +142,8 @@ def compute(
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
 class Classification(evaluate.Metric):
+    """`evaluate` wrapper of `compute` (``evaluate.load(<this dir>)``)."""
+
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
             description=_DESCRIPTION,

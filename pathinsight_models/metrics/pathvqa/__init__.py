@@ -1,0 +1,1 @@
+"""PathVQA metric module (see `pathvqa.py`)."""

@@ -1,0 +1,1 @@
+"""ROUGE metric module (see `rouge.py`)."""

@@ -61,6 +61,7 @@ def item_scores(prediction: str, references: str | Sequence[str], use_stemmer: b
 def compute(
     predictions: Sequence[str], references: Sequence[str | Sequence[str]], use_stemmer: bool = False
 ) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measure of predictions against their reference(s) (best reference)."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     keys = [k for kind in ROUGE_TYPES for k in (kind, f"{kind}_precision", f"{kind}_recall")]
@@ -72,6 +73,8 @@ def compute(
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
 class Rouge(evaluate.Metric):
+    """`evaluate` wrapper of `compute` (``evaluate.load(<this dir>)``)."""
+
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
             description=_DESCRIPTION,

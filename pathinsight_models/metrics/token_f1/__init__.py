@@ -1,0 +1,1 @@
+"""Token-F1 metric module (see `token_f1.py`)."""

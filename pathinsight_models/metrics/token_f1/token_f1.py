@@ -1,24 +1,27 @@
 """Token F1 (bag of words with multiplicity, SQuAD style) between a prediction and a reference.
 
-Self-contained `evaluate` module. Version 1.0.0 of the definition: tokens are lower-case
-``[a-z0-9]`` runs (the `rouge_score` tokeniser); common = multiset intersection; precision =
-common / prediction tokens, recall = common / reference tokens, F1 their harmonic mean (0 when
-nothing is shared; 1 when both are empty, 0 when only one is). With several references the best F1
-is kept. Reported values are means over items.
+Self-contained `evaluate` module (with its sibling ``squad.py``). Version 2.0.0 of the definition:
+texts are normalised as SQuAD's ``normalize_answer`` does (v1.1 and v2.0 alike: lower-case, ASCII
+punctuation deleted, articles a/an/the dropped, whitespace tokens); common = multiset
+intersection; precision = common / prediction tokens, recall = common / reference tokens, F1 their
+harmonic mean (0 when nothing is shared; 1 when both are empty, 0 when only one is, as SQuAD v2.0's
+``compute_f1``). With several references the best F1 is kept. Reported values are means over
+items. (Version 1.0.0 tokenised lower-case ``[a-z0-9]`` runs and kept articles.)
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Sequence
 
 import datasets
 import evaluate
 import numpy as np
 
-VERSION = "1.0.0"
-_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+# sibling file, written as `from .x import` so that `evaluate.load` copies it along
+from .squad import normalize_answer
+from .squad import precision_recall_f1 as squad_precision_recall_f1
+
+VERSION = "2.0.0"
 
 _DESCRIPTION = __doc__
 _KWARGS = """
@@ -31,22 +34,17 @@ Returns:
 
 
 def tokenize(text: str | None) -> list[str]:
-    return _NON_ALNUM.sub(" ", (text or "").lower()).split()
+    """SQuAD-normalised whitespace tokens."""
+    return normalize_answer(text).split()
 
 
 def _single(prediction: str, reference: str) -> tuple[float, float, float]:
-    pred, ref = tokenize(prediction), tokenize(reference)
-    if not pred or not ref:
-        same = float(pred == ref)
-        return same, same, same
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
-        return 0.0, 0.0, 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall), precision, recall
+    precision, recall, f1 = squad_precision_recall_f1(prediction, reference, empty="v2.0")
+    return f1, precision, recall
 
 
 def item_scores(prediction: str, references: str | Sequence[str]) -> dict[str, float]:
+    """Token F1/precision/recall of one prediction against its best-matching reference."""
     refs = [references] if isinstance(references, str) else list(references)
     if not refs:
         raise ValueError("every prediction needs at least one reference")
@@ -55,6 +53,7 @@ def item_scores(prediction: str, references: str | Sequence[str]) -> dict[str, f
 
 
 def compute(predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> dict[str, float]:
+    """Mean token F1/precision/recall over predictions."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     keys = ("token_f1", "token_precision", "token_recall")
@@ -66,6 +65,8 @@ def compute(predictions: Sequence[str], references: Sequence[str | Sequence[str]
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
 class TokenF1(evaluate.Metric):
+    """`evaluate` wrapper of `compute` (``evaluate.load(<this dir>)``)."""
+
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
             description=_DESCRIPTION,

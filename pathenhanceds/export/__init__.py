@@ -1,1 +1,0 @@
-"""Export: parquet shards, dataset card, manifest."""

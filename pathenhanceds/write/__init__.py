@@ -1,0 +1,1 @@
+"""The dataset writer: parquet shards, dataset card, manifest, license (foreign formats: `pathenhanceds.formats`)."""
