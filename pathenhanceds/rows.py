@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import threading
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -65,9 +66,36 @@ _PARENT_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 def terminate_workers() -> None:
     """Stop every live encoding pool now (the CLI calls this on Ctrl-C / SIGTERM)."""
     for pool in list(_POOLS):
-        pool.terminate()
-        pool.join()
-        _POOLS.discard(pool)
+        _shutdown(pool)
+
+
+_TERMINATE_WAIT = 10.0  # seconds
+
+
+def _shutdown(pool: Any) -> None:
+    """`pool.terminate()` + `join()`, but never a hang.
+
+    CPython's `Pool.terminate()` first takes the task queue's read lock to drain it. An idle worker
+    holds that lock while it waits for a task, so a worker killed there (SIGTERM to the whole process
+    group) leaves it taken for good and `terminate()` would wait forever. It runs in a helper thread;
+    if it has not finished in time, the workers are killed and the (daemon) thread is left behind.
+    """
+    _POOLS.discard(pool)
+    helper = threading.Thread(target=_terminate_and_join, args=(pool,), daemon=True)
+    helper.start()
+    helper.join(_TERMINATE_WAIT)
+    if helper.is_alive():
+        workers = list(getattr(pool, "_pool", ()))
+        for proc in workers:
+            if proc.exitcode is None:
+                proc.kill()
+        for proc in workers:
+            proc.join(_TERMINATE_WAIT)
+
+
+def _terminate_and_join(pool: Any) -> None:
+    pool.terminate()
+    pool.join()
 
 
 def _load(plan: RowPlan) -> ImagePayload | RecordError:
@@ -99,16 +127,14 @@ def iter_rows(
     # A Ctrl-C while forking is delivered after the pool exists (not swallowed by a fork hook).
     with deferred_signals():
         pool = mp.get_context("fork").Pool(num_proc, initializer=_init_worker, initargs=(sources,))
-    _POOLS.add(pool)
+        _POOLS.add(pool)  # registered before a held-back Ctrl-C is delivered: `terminate_workers` finds it
     try:
         for start in range(0, len(plans), _WINDOW):
             window = plans[start : start + _WINDOW]
             # Large chunks keep each worker on contiguous records (one HDF5 block / row group each).
             yield from _rows(window, pool.imap(_load, window, chunksize=64), sources, ctx)
     finally:  # also on an interrupt or an abandoned generator: never leave workers behind
-        pool.terminate()
-        pool.join()
-        _POOLS.discard(pool)
+        _shutdown(pool)
 
 
 def _rows(plans, results, sources, ctx) -> Iterator[dict[str, Any]]:
