@@ -43,6 +43,7 @@ def build_wheel(out_dir: Path) -> Path:
 
 
 def push_space(kind: str, repo_id: str, *, variables: dict[str, str], wheel: Path | None, private: bool) -> str:
+    """Upload one Space folder with its variables (and optionally the wheel) in one commit; returns the commit."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi()
@@ -62,6 +63,7 @@ def push_space(kind: str, repo_id: str, *, variables: dict[str, str], wheel: Pat
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Push a Space (leaderboard or demo) with the library wheel; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     d = sub.add_parser("dataset", help="push a PathEnhanceDS build and declare the benchmark (eval.yaml)")

@@ -21,6 +21,7 @@ from pathinsight_models.leaderboard.runner import DATA_ENV, run_pending
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the leaderboard queue once (`pathinsight leaderboard run-pending` as a Hub job)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--leaderboard", default=os.environ.get("LEADERBOARD_ID"), help="ORG/LB ($LEADERBOARD_ID)")
     parser.add_argument("--data", default=os.environ.get(DATA_ENV), help=f"benchmark dataset id (${DATA_ENV})")

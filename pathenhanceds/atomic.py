@@ -55,6 +55,7 @@ class OutputKind:
 
     @property
     def is_file(self) -> bool:
+        """Whether this kind writes a single file (no folder marker)."""
         return not self.marker
 
 

@@ -301,6 +301,7 @@ class LocalExecutor(Executor):
         self.num_proc = num_proc
 
     def rows(self, plans: list[RowPlan], sources: dict[str, Source], ctx: BuildContext) -> Iterator[dict[str, Any]]:
+        """Rows of `plans` from local worker processes (`rows.iter_rows`), in plan order."""
         report = ExecutionReport(self.name, groups=1)
         self.reports.append(report)
         started, before = time.perf_counter(), len(ctx.skipped)
@@ -365,6 +366,7 @@ class RayExecutor(Executor):
         return ray
 
     def rows(self, plans: list[RowPlan], sources: dict[str, Source], ctx: BuildContext) -> Iterator[dict[str, Any]]:
+        """Rows of `plans`, one Ray task per slide (group), in plan order."""
         ray = self._init()
         report = ExecutionReport(self.name)
         self.reports.append(report)
@@ -414,6 +416,7 @@ class RayExecutor(Executor):
         report.seconds = time.perf_counter() - started
 
     def close(self) -> None:
+        """Disconnect from Ray if this executor called `ray.init` (`ray.shutdown`)."""
         if self._started:
             import ray
 

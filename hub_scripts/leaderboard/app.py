@@ -42,6 +42,7 @@ def load_results_table(leaderboard_id: str, token: str | None = None) -> pd.Data
 
 
 def load_requests_table(leaderboard_id: str, token: str | None = None) -> pd.DataFrame:
+    """The submission queue of `leaderboard_id` as a table."""
     return requests_table(leaderboard_id, token=token)
 
 

@@ -67,6 +67,7 @@ def write_slide(path: Path, pixels: np.ndarray, mpp: float) -> None:
 
 
 def write(folder: Path, rng: np.random.Generator, sizes: Any) -> None:
+    """Write a tiny PathGen tree: aperio-like slides in the gdc-client layout, their JSON, one absent slide."""
     n_slides = int(sizes.pathgen_slides)
     per_slide = int(sizes.pathgen_patches_per_slide)
     records = []

@@ -73,6 +73,7 @@ class Resolution:
 
 @register_source
 class PathGen(Source):
+    """PathGen-1.6M: captions with TCGA slide positions; patches cut from the slides with OpenSlide."""
     name = "pathgen"
     # The dataset README says "license: cc-by-4.0" and asks users to agree to research-only, non-commercial
     # use; the non-commercial term is what propagates to a built dataset. Patches come from TCGA (GDC open access).

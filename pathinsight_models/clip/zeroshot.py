@@ -154,6 +154,7 @@ class TransformersEncoder(Encoder):
         return cls(model, processor, name)
 
     def encode_images(self, images: Sequence[Any]) -> Any:
+        """L2-normalised image embeddings."""
         import torch
 
         pixels = self.processor.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
@@ -168,6 +169,7 @@ class TransformersEncoder(Encoder):
                                         max_length=self.max_length, return_tensors="pt")
 
     def encode_texts(self, texts: Sequence[str]) -> Any:
+        """L2-normalised text embeddings."""
         import torch
 
         tokens = self.tokenize(texts)
@@ -206,6 +208,7 @@ class OpenClipEncoder(Encoder):
         return cls(model, preprocess, tokenizer, name)
 
     def encode_images(self, images: Sequence[Any]) -> Any:
+        """L2-normalised image embeddings."""
         import torch
 
         batch = torch.stack([self.preprocess(im.convert("RGB")) for im in images])
@@ -213,6 +216,7 @@ class OpenClipEncoder(Encoder):
             return self.model.encode_image(batch)
 
     def encode_texts(self, texts: Sequence[str]) -> Any:
+        """L2-normalised text embeddings."""
         import torch
 
         with torch.inference_mode():
