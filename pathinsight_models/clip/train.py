@@ -239,20 +239,14 @@ def train_clip(
 def run(clip_args: ClipArguments, train_args: Any, callbacks: Sequence[Any] | None = None) -> Path:
     """Run parsed arguments; see `train_clip`."""
     from transformers import AutoModel, AutoProcessor, Trainer, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from pathenhanceds.atomic import marker_fields
     from pathinsight_models.clip.data import load_pairs
-    from pathinsight_models.training.artifacts import plot_loss, write_metrics
+    from pathinsight_models.training.artifacts import plot_loss, resume_checkpoint, write_metrics
 
     started = time.time()
     out = Path(train_args.output_dir)
-    last_checkpoint = None
-    if clip_args.resume:
-        last_checkpoint = get_last_checkpoint(str(out)) if out.is_dir() else None
-        if last_checkpoint is None:
-            raise InputError("resume asked but output_dir has no checkpoint-* directory", file=out,
-                             fix="drop --resume to start fresh, or point --output_dir at the interrupted run")
+    last_checkpoint = resume_checkpoint(out) if clip_args.resume else None
     prepare_output(out, clip_args, train_args)
     set_seed(train_args.seed)
     base = _resolve_base(clip_args.model_name_or_path, out)

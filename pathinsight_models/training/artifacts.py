@@ -12,6 +12,18 @@ from typing import Any
 from pathenhanceds.errors import InputError
 
 
+def resume_checkpoint(output_dir: str | Path) -> str:
+    """The last `checkpoint-*` folder of an interrupted run, for `--resume`; an `InputError` if none."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(output_dir)
+    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    if last is None:
+        raise InputError("--resume but output_dir has no checkpoint-* directory", file=out,
+                         fix="drop --resume to start fresh, or point output_dir at the interrupted run")
+    return last
+
+
 def write_metrics(log_history: list[dict[str, Any]], output_dir: str | Path) -> Path:
     """One JSON object per logged step (`metrics.jsonl`)."""
     path = Path(output_dir) / "metrics.jsonl"

@@ -326,8 +326,8 @@ def run(recipe: Recipe, callbacks: Sequence[Any] | None = None) -> Path:
     """Run a resolved recipe; see `train`."""
     import torch
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
+    from pathinsight_models.training.artifacts import resume_checkpoint
     from pathinsight_models.training.collator import VisionChatCollator
     from pathinsight_models.training.continuing import (
         PARENT_DIR,
@@ -346,12 +346,7 @@ def run(recipe: Recipe, callbacks: Sequence[Any] | None = None) -> Path:
     args, sft = recipe.args, recipe.sft
     trust = bool(sft.trust_remote_code)
     out = Path(sft.output_dir)
-    last_checkpoint = None
-    if args.resume:
-        last_checkpoint = get_last_checkpoint(str(out)) if out.is_dir() else None
-        if last_checkpoint is None:
-            raise InputError("--resume but output_dir has no checkpoint-* directory", file=out,
-                             fix="drop --resume to start fresh, or point output_dir at the interrupted run")
+    last_checkpoint = resume_checkpoint(out) if args.resume else None
     if args.method == "qlora" and not torch.cuda.is_available():
         raise InputError("QLoRA needs a CUDA GPU (bitsandbytes 4-bit kernels); none is visible",
                          fix="use method: lora (or full) on this machine, or run on a GPU")
