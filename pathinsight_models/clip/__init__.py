@@ -9,7 +9,7 @@ Public API (imported lazily so `import pathinsight_models.clip` stays cheap):
 
 from __future__ import annotations
 
-from typing import Any
+from pathenhanceds.lazy import lazy_exports
 
 _EXPORTS = {
     "build_tiny_clip": "pathinsight_models.clip.tiny",
@@ -29,11 +29,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -7,30 +7,23 @@ Imported lazily so `pathinsight submit` does not load torch.
 
 from __future__ import annotations
 
-from typing import Any
+from pathenhanceds.lazy import lazy_exports
 
 _EXPORTS = {
-    "EvalRequest": "requests",
-    "results_record": "requests",
-    "requests_repo": "requests",
-    "results_repo": "requests",
-    "list_requests": "store",
-    "list_results": "store",
-    "submit": "submission",
-    "validate_model": "submission",
-    "run_pending": "runner",
-    "evaluate_request": "runner",
-    "results_table": "table",
-    "requests_table": "table",
-    "filter_table": "table",
+    "EvalRequest": ".requests",
+    "results_record": ".requests",
+    "requests_repo": ".requests",
+    "results_repo": ".requests",
+    "list_requests": ".store",
+    "list_results": ".store",
+    "submit": ".submission",
+    "validate_model": ".submission",
+    "run_pending": ".runner",
+    "evaluate_request": ".runner",
+    "results_table": ".table",
+    "requests_table": ".table",
+    "filter_table": ".table",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
